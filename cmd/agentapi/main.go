@@ -1,0 +1,235 @@
+// Command agentapi runs terminal coding agents behind an HTTP API.
+//
+//	agentapi server [flags] -- <agent command>   one agent, upstream-compatible API
+//	agentapi serve  [flags]                      multi-tenant control plane
+//	agentapi config [flags]                      print the effective configuration
+//	agentapi version                             print the version
+//
+// main only parses the subcommand and wires packages together by hand; every
+// decision lives in the packages it wires.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/agentapi-mt/agentapi/config"
+	"github.com/agentapi-mt/agentapi/httpapi"
+	"github.com/agentapi-mt/agentapi/kv/connect"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+}
+
+const usage = `agentapi — drive terminal coding agents over HTTP, for one user or many tenants.
+
+Usage:
+  agentapi server [flags] -- <agent command ...>   run one agent (upstream AgentAPI compatible)
+  agentapi serve  [flags]                          run the multi-tenant control plane
+  agentapi config [flags]                          print the effective configuration (secrets redacted)
+  agentapi version                                 print the version
+
+Flags of serve and config (each overrides its environment variable):
+  --port N            PORT (default 3284; 0 picks a free port)
+  --data-dir DIR      AGENTAPI_DATA_DIR (default $XDG_DATA_HOME/agentapi or ~/.local/share/agentapi)
+  --database-url URL  DATABASE_URL (PostgreSQL; default: SQLite in the data directory)
+  --log-level LEVEL   LOG_LEVEL: debug, info, warn, error (default info)
+  --log-format FMT    LOG_FORMAT: json, text, auto (default auto: text on a terminal, else json)
+
+Every environment variable is described in docs/configuration.md.
+`
+
+func run(args []string, env config.Env, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], env, stderr)
+	case "config":
+		return printConfig(args[1:], env, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "agentapi", versionString())
+		return 0
+	case "server":
+		fmt.Fprintln(stderr, "agentapi server: single-agent mode is not built yet (issue 2/8); use `agentapi serve`")
+		return 2
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "agentapi: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func loadConfig(args []string, env config.Env, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := config.Load(args, env)
+	if err != nil {
+		fmt.Fprintln(stderr, "agentapi:", err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func printConfig(args []string, env config.Env, stdout, stderr io.Writer) int {
+	cfg, ok := loadConfig(args, env, stderr)
+	if !ok {
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, kv := range cfg.Effective() {
+		fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+	}
+	tw.Flush()
+	if cfg.Redis.Enable {
+		fmt.Fprint(stdout, "\nRedis paths, in order of preference:\n")
+		for i, e := range connect.Endpoints(cfg.Redis) {
+			role := "preferred"
+			if i > 0 {
+				role = "fallback"
+			}
+			fmt.Fprintf(stdout, "  %d. %s (%s) %s\n", i+1, e.Name, role, e.Addr)
+		}
+	} else {
+		fmt.Fprint(stdout, "\nRedis is disabled (REDIS_ENABLE is not true): features use in-memory state.\n")
+	}
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func serve(args []string, env config.Env, stderr io.Writer) int {
+	cfg, ok := loadConfig(args, env, stderr)
+	if !ok {
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		log.Error("cannot create the data directory; set AGENTAPI_DATA_DIR or --data-dir to a writable place", "dir", cfg.DataDir, "error", err)
+		return 1
+	}
+	keySource, err := cfg.ResolveTokenKey(log)
+	if err != nil {
+		log.Error("cannot load TOKEN_ENCRYPTION_KEY", "error", err)
+		return 1
+	}
+
+	checks := []httpapi.Check{}
+	sw := connect.Open(ctx, cfg.Redis, log)
+	if sw != nil {
+		defer sw.Close()
+	} else {
+		log.Info("redis disabled (REDIS_ENABLE is not true); using in-memory state")
+	}
+	checks = append(checks, httpapi.RedisCheck(sw))
+
+	if cfg.DatabaseURL != "" {
+		pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+		if err != nil {
+			log.Error("DATABASE_URL is not usable", "error", err)
+			return 1
+		}
+		defer pool.Close()
+		addr := dbAddr(cfg.DatabaseURL)
+		checks = append(checks, httpapi.DatabaseCheck("postgres", addr, pool.Ping))
+		if err := pool.Ping(ctx); err != nil {
+			log.Warn("database unreachable at start; /status reports down until it answers", "addr", addr, "error", err)
+		} else {
+			log.Info("database connected", "driver", "postgres", "addr", addr)
+		}
+	}
+
+	health := httpapi.NewHealth(versionString(), checks...)
+	srv := &http.Server{
+		Handler:           httpapi.NewRouter(health),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		log.Error("cannot listen; is another server on this port? set PORT or --port", "port", cfg.Port, "error", err)
+		return 1
+	}
+	log.Info("agentapi serve listening", "addr", ln.Addr().String(), "version", versionString(),
+		"data_dir", cfg.DataDir, "session_storage", cfg.Session.Storage, "token_key", keySource)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		log.Error("server stopped", "error", err)
+		return 1
+	case <-ctx.Done():
+	}
+	stop()
+	log.Info("shutting down: draining in-flight requests")
+	health.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("graceful shutdown timed out", "error", err)
+		return 1
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("server stopped", "error", err)
+		return 1
+	}
+	log.Info("stopped cleanly")
+	return 0
+}
+
+func dbAddr(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Host + u.Path
+}

@@ -1,0 +1,424 @@
+// Package native is the kv transport that speaks Redis's own protocol, over
+// github.com/redis/rueidis: auto-pipelining for throughput under concurrency
+// and RESP3 client-side caching for hot reads.
+//
+// It accepts redis:// and rediss:// (TLS) URLs with an optional user,
+// password and database number. Client-side caching needs CLIENT TRACKING;
+// it is switched off for servers known not to have it (Upstash) and for any
+// server that refuses it when the connection is set up.
+package native
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/agentapi-mt/agentapi/kv"
+)
+
+// Options configure a Client.
+type Options struct {
+	// URL is redis://[user:password@]host:port[/db] or rediss://... for TLS.
+	URL string
+	// Password is used when URL carries none (REDIS_PASSWORD).
+	Password string
+	// PoolSize bounds the connections used for blocking commands and
+	// dedicated (MULTI/EXEC) work. Ordinary commands are pipelined over a
+	// small fixed set of shared connections and do not take from this pool.
+	PoolSize int
+	// ConnectTimeout bounds dialing and each command's write to the socket.
+	ConnectTimeout time.Duration
+	// TLSConfig overrides the TLS settings for rediss:// (e.g. a private CA).
+	TLSConfig *tls.Config
+	// DisableCache turns client-side caching off even where the server has it.
+	DisableCache bool
+}
+
+// Client is a kv.Client over rueidis.
+type Client struct {
+	rc      rueidis.Client
+	caching bool
+	addr    string
+	tls     bool
+}
+
+var _ kv.Client = (*Client)(nil)
+var _ kv.CachingClient = (*Client)(nil)
+
+// Dial connects to the server in o.URL and checks it answers. It fails with
+// an error matching kv.ErrUnavailable when the server cannot be reached and
+// kv.ErrUnauthorized when it rejects the credentials.
+func Dial(ctx context.Context, o Options) (*Client, error) {
+	opt, err := clientOption(o)
+	if err != nil {
+		return nil, err
+	}
+	caching := !opt.DisableCache
+	rc, err := newClient(ctx, opt)
+	if err != nil && caching && refusedTracking(err) {
+		// The server speaks RESP but not client tracking (Upstash, some
+		// proxies): go on without the local cache.
+		opt.DisableCache, caching = true, false
+		rc, err = newClient(ctx, opt)
+	}
+	if err != nil {
+		return nil, classify("kv.native.dial", ctx, err)
+	}
+	return &Client{rc: rc, caching: caching, addr: opt.InitAddress[0], tls: opt.TLSConfig != nil}, nil
+}
+
+func newClient(ctx context.Context, opt rueidis.ClientOption) (rueidis.Client, error) {
+	type result struct {
+		rc  rueidis.Client
+		err error
+	}
+	// rueidis dials inside NewClient without a context; honour ctx anyway.
+	ch := make(chan result, 1)
+	go func() {
+		rc, err := rueidis.NewClient(opt)
+		ch <- result{rc, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.rc, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.rc != nil {
+				r.rc.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+func clientOption(o Options) (rueidis.ClientOption, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		return rueidis.ClientOption{}, kv.Invalid("kv.native", fmt.Errorf("redis URL: %w", err))
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return rueidis.ClientOption{}, kv.Invalid("kv.native", fmt.Errorf("redis URL scheme %q: want redis:// or rediss://", u.Scheme))
+	}
+	opt, err := rueidis.ParseURL(o.URL)
+	if err != nil {
+		return rueidis.ClientOption{}, kv.Invalid("kv.native", fmt.Errorf("redis URL: %w", err))
+	}
+	if opt.Password == "" && o.Password != "" {
+		opt.Password = o.Password
+	}
+	if u.Scheme == "rediss" {
+		if o.TLSConfig != nil {
+			opt.TLSConfig = o.TLSConfig.Clone()
+		}
+		if opt.TLSConfig.ServerName == "" {
+			opt.TLSConfig.ServerName = u.Hostname()
+		}
+	}
+	if o.ConnectTimeout > 0 {
+		opt.Dialer.Timeout = o.ConnectTimeout
+		opt.ConnWriteTimeout = o.ConnectTimeout
+	}
+	if o.PoolSize > 0 {
+		opt.BlockingPoolSize = o.PoolSize
+	}
+	opt.ForceSingleClient = true // plain Redis or Upstash; cluster support is explicit
+	opt.DisableCache = o.DisableCache || !trackingLikely(u.Hostname())
+	opt.ClientName = "agentapi"
+	return opt, nil
+}
+
+// trackingLikely reports whether a host is expected to support CLIENT
+// TRACKING. Upstash documents that it does not.
+func trackingLikely(host string) bool {
+	return !strings.HasSuffix(strings.ToLower(host), ".upstash.io")
+}
+
+func refusedTracking(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "tracking") || strings.Contains(msg, "unknown command") || strings.Contains(msg, "hello")
+}
+
+// Addr is the server address, for status reports.
+func (c *Client) Addr() string { return c.addr }
+
+// TLS reports whether the connection is encrypted.
+func (c *Client) TLS() bool { return c.tls }
+
+// Caching reports whether client-side caching is on.
+func (c *Client) Caching() bool { return c.caching }
+
+// Do implements kv.Client.
+func (c *Client) Do(ctx context.Context, args ...string) (kv.Value, error) {
+	cmd, err := c.build(args)
+	if err != nil {
+		return kv.Value{}, err
+	}
+	return convert("kv.native.do", ctx, c.rc.Do(ctx, cmd))
+}
+
+// DoCached implements kv.CachingClient. args[1] must be the command's only
+// key (GET, HGET, HGETALL, ...). Without caching it is a plain Do.
+func (c *Client) DoCached(ctx context.Context, ttl time.Duration, args ...string) (kv.Value, error) {
+	if !c.caching || len(args) < 2 {
+		return c.Do(ctx, args...)
+	}
+	if err := checkArgs(args); err != nil {
+		return kv.Value{}, err
+	}
+	cmd := c.rc.B().Arbitrary(args[0]).Keys(args[1]).Args(args[2:]...).Build()
+	return convert("kv.native.docached", ctx, c.rc.DoCache(ctx, rueidis.Cacheable(cmd), ttl))
+}
+
+// Pipeline implements kv.Client.
+func (c *Client) Pipeline(ctx context.Context, cmds ...[]string) ([]kv.Result, error) {
+	built, err := c.buildAll(cmds)
+	if err != nil || len(built) == 0 {
+		return nil, err
+	}
+	return results("kv.native.pipeline", ctx, c.rc.DoMulti(ctx, built...))
+}
+
+// MultiExec implements kv.Client.
+func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, error) {
+	built, err := c.buildAll(cmds)
+	if err != nil || len(built) == 0 {
+		return nil, err
+	}
+	all := make(rueidis.Commands, 0, len(built)+2)
+	all = append(all, c.rc.B().Multi().Build())
+	all = append(all, built...)
+	all = append(all, c.rc.B().Exec().Build())
+	var out []kv.Result
+	// A dedicated connection keeps other callers' commands out of the
+	// transaction; rueidis would otherwise pipeline them in.
+	err = c.rc.Dedicated(func(d rueidis.DedicatedClient) error {
+		rs := d.DoMulti(ctx, all...)
+		execRes := rs[len(rs)-1]
+		for _, r := range rs[:len(rs)-1] {
+			if err := r.NonRedisError(); err != nil {
+				return classify("kv.native.multiexec", ctx, err)
+			}
+		}
+		if err := execRes.Error(); err != nil {
+			// EXECABORT: a command was refused while queueing; report the
+			// first refusal, which says why.
+			for _, r := range rs[1 : len(rs)-1] {
+				if qerr := r.Error(); qerr != nil {
+					if se := serverError(qerr); se != nil {
+						return &kv.ServerError{Msg: se.Msg}
+					}
+				}
+			}
+			return classify("kv.native.multiexec", ctx, err)
+		}
+		msg, err := execRes.ToMessage()
+		if err != nil {
+			return classify("kv.native.multiexec", ctx, err)
+		}
+		if msg.IsNil() {
+			return &kv.ServerError{Msg: "EXECABORT transaction discarded"}
+		}
+		arr, err := msg.ToArray()
+		if err != nil {
+			return classify("kv.native.multiexec", ctx, err)
+		}
+		out = make([]kv.Result, len(arr))
+		for i := range arr {
+			if e := arr[i].Error(); e != nil && !arr[i].IsNil() {
+				out[i].Err = serverError(e)
+				continue
+			}
+			out[i].Value = value(&arr[i])
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Eval implements kv.Client.
+func (c *Client) Eval(ctx context.Context, s *kv.Script, keys []string, args ...string) (kv.Value, error) {
+	return kv.EvalWith(ctx, c.evalDo(keys), s, keys, args...)
+}
+
+// evalDo runs EVAL/EVALSHA with the keys marked as keys so that a cluster
+// client would route them to the right slot.
+func (c *Client) evalDo(keys []string) func(context.Context, ...string) (kv.Value, error) {
+	return func(ctx context.Context, cmd ...string) (kv.Value, error) {
+		if err := checkArgs(cmd); err != nil {
+			return kv.Value{}, err
+		}
+		n := 3 + len(keys)
+		b := c.rc.B().Arbitrary(cmd[:3]...).Keys(cmd[3:n]...).Args(cmd[n:]...).Build()
+		return convert("kv.native.eval", ctx, c.rc.Do(ctx, b))
+	}
+}
+
+// Close implements kv.Client.
+func (c *Client) Close() error {
+	c.rc.Close()
+	return nil
+}
+
+func checkArgs(args []string) error {
+	if len(args) == 0 || args[0] == "" {
+		return kv.Invalid("kv.native", errors.New("empty command"))
+	}
+	if strings.HasSuffix(strings.ToUpper(args[0]), "SUBSCRIBE") {
+		return kv.Invalid("kv.native", fmt.Errorf("%s is not supported through kv.Client", args[0]))
+	}
+	return nil
+}
+
+func (c *Client) build(args []string) (rueidis.Completed, error) {
+	if err := checkArgs(args); err != nil {
+		return rueidis.Completed{}, err
+	}
+	return c.rc.B().Arbitrary(args...).Build(), nil
+}
+
+func (c *Client) buildAll(cmds [][]string) (rueidis.Commands, error) {
+	out := make(rueidis.Commands, 0, len(cmds))
+	for _, args := range cmds {
+		cmd, err := c.build(args)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cmd)
+	}
+	return out, nil
+}
+
+func convert(op string, ctx context.Context, r rueidis.RedisResult) (kv.Value, error) {
+	msg, err := r.ToMessage()
+	if err != nil {
+		if rueidis.IsRedisNil(err) {
+			return kv.NilValue(), nil
+		}
+		if se := serverError(err); se != nil {
+			return kv.Value{}, se
+		}
+		return kv.Value{}, classify(op, ctx, err)
+	}
+	return value(&msg), nil
+}
+
+func results(op string, ctx context.Context, rs []rueidis.RedisResult) ([]kv.Result, error) {
+	out := make([]kv.Result, len(rs))
+	for i, r := range rs {
+		if err := r.NonRedisError(); err != nil {
+			return nil, classify(op, ctx, err)
+		}
+		out[i].Value, out[i].Err = convert(op, ctx, r)
+	}
+	return out, nil
+}
+
+// value converts a reply, normalising RESP3 types as kv.Value documents.
+func value(m *rueidis.RedisMessage) kv.Value {
+	switch {
+	case m.IsNil():
+		return kv.NilValue()
+	case m.IsInt64():
+		n, _ := m.AsInt64()
+		return kv.IntValue(n)
+	case m.IsBool():
+		if b, _ := m.AsBool(); b {
+			return kv.IntValue(1)
+		}
+		return kv.IntValue(0)
+	case m.IsMap():
+		// RESP3 map: flatten to key, value, ... with keys sorted, since
+		// rueidis hands maps over as Go maps. Order in a map reply carries
+		// no meaning in Redis.
+		mp, err := m.ToMap()
+		if err != nil {
+			return kv.StringValue(m.String())
+		}
+		keys := make([]string, 0, len(mp))
+		for k := range mp {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		vs := make([]kv.Value, 0, 2*len(keys))
+		for _, k := range keys {
+			e := mp[k]
+			vs = append(vs, kv.StringValue(k), value(&e))
+		}
+		return kv.ArrayValue(vs...)
+	case m.IsArray():
+		arr, _ := m.ToArray()
+		vs := make([]kv.Value, len(arr))
+		for i := range arr {
+			vs[i] = value(&arr[i])
+		}
+		return kv.ArrayValue(vs...)
+	}
+	s, err := m.ToString()
+	if err != nil {
+		// doubles, big numbers, verbatim strings: their text form
+		if f, ferr := m.ToFloat64(); ferr == nil {
+			return kv.StringValue(strconv.FormatFloat(f, 'f', -1, 64))
+		}
+		return kv.StringValue(m.String())
+	}
+	return kv.StringValue(s)
+}
+
+// serverError turns a rueidis reply error into a *kv.ServerError, putting
+// back the "ERR " code that rueidis strips so that both transports report
+// identical text. It returns nil for errors that are not Redis replies.
+func serverError(err error) *kv.ServerError {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok || re.IsNil() {
+		return nil
+	}
+	msg := re.Error()
+	if code, _, _ := strings.Cut(msg, " "); !isCode(code) {
+		msg = "ERR " + msg
+	}
+	return &kv.ServerError{Msg: msg}
+}
+
+func isCode(w string) bool {
+	if w == "" {
+		return false
+	}
+	for _, r := range w {
+		if (r < 'A' || r > 'Z') && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// classify maps a transport-level error to the kv error kinds.
+func classify(op string, ctx context.Context, err error) error {
+	if se := serverError(err); se != nil {
+		if p := se.Prefix(); p == "NOAUTH" || p == "WRONGPASS" {
+			return kv.Unauthorized(op, se)
+		}
+		return se
+	}
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.DeadlineExceeded) {
+		return kv.Unavailable(op, err)
+	}
+	if strings.Contains(err.Error(), "WRONGPASS") || strings.Contains(err.Error(), "NOAUTH") {
+		return kv.Unauthorized(op, err)
+	}
+	// EOF, reset, TLS handshake failures and anything else below the reply
+	// level all mean the server cannot be used right now.
+	return kv.Unavailable(op, err)
+}
