@@ -8,7 +8,9 @@ import (
 // Type is the type of a reply Value. Transports normalise what their
 // protocol returns to these: RESP3 maps become flat key/value arrays,
 // booleans become integers 1 and 0, doubles and big numbers become strings,
-// simple and bulk strings are both String.
+// simple and bulk strings are both String, and an error reply nested inside
+// an array (as a script returning redis.pcall's result produces) is a String
+// holding the error's text.
 type Type uint8
 
 // Reply types.

@@ -131,6 +131,10 @@ func clientOption(o Options) (rueidis.ClientOption, error) {
 		opt.BlockingPoolSize = o.PoolSize
 	}
 	opt.ForceSingleClient = true // plain Redis or Upstash; cluster support is explicit
+	// Report an unreachable server at once, as kv.Client promises and the
+	// Switch's breaker relies on. rueidis would otherwise retry cacheable
+	// reads (DoCache) until ctx's deadline, or forever without one.
+	opt.DisableRetry = true
 	opt.DisableCache = o.DisableCache || !trackingLikely(u.Hostname())
 	opt.ClientName = "agentapi"
 	return opt, nil
@@ -162,7 +166,8 @@ func (c *Client) Do(ctx context.Context, args ...string) (kv.Value, error) {
 	if err != nil {
 		return kv.Value{}, err
 	}
-	return convert("kv.native.do", ctx, c.rc.Do(ctx, cmd))
+	v, err := convert("kv.native.do", ctx, c.rc.Do(ctx, cmd))
+	return flattenPairs(args, v), err
 }
 
 // DoCached implements kv.CachingClient. args[1] must be the command's only
@@ -175,7 +180,8 @@ func (c *Client) DoCached(ctx context.Context, ttl time.Duration, args ...string
 		return kv.Value{}, err
 	}
 	cmd := c.rc.B().Arbitrary(args[0]).Keys(args[1]).Args(args[2:]...).Build()
-	return convert("kv.native.docached", ctx, c.rc.DoCache(ctx, rueidis.Cacheable(cmd), ttl))
+	v, err := convert("kv.native.docached", ctx, c.rc.DoCache(ctx, rueidis.Cacheable(cmd), ttl))
+	return flattenPairs(args, v), err
 }
 
 // Pipeline implements kv.Client.
@@ -184,7 +190,11 @@ func (c *Client) Pipeline(ctx context.Context, cmds ...[]string) ([]kv.Result, e
 	if err != nil || len(built) == 0 {
 		return nil, err
 	}
-	return results("kv.native.pipeline", ctx, c.rc.DoMulti(ctx, built...))
+	out, err := results("kv.native.pipeline", ctx, c.rc.DoMulti(ctx, built...))
+	for i := range out {
+		out[i].Value = flattenPairs(cmds[i], out[i].Value)
+	}
+	return out, err
 }
 
 // MultiExec implements kv.Client.
@@ -212,10 +222,8 @@ func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, 
 			// EXECABORT: a command was refused while queueing; report the
 			// first refusal, which says why.
 			for _, r := range rs[1 : len(rs)-1] {
-				if qerr := r.Error(); qerr != nil {
-					if se := serverError(qerr); se != nil {
-						return &kv.ServerError{Msg: se.Msg}
-					}
+				if se := replyError(r); se != nil {
+					return se
 				}
 			}
 			return classify("kv.native.multiexec", ctx, err)
@@ -231,13 +239,16 @@ func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, 
 		if err != nil {
 			return classify("kv.native.multiexec", ctx, err)
 		}
+		if len(arr) != len(cmds) {
+			return kv.Unavailable("kv.native.multiexec", fmt.Errorf("EXEC answered %d results for %d commands", len(arr), len(cmds)))
+		}
 		out = make([]kv.Result, len(arr))
 		for i := range arr {
-			if e := arr[i].Error(); e != nil && !arr[i].IsNil() {
-				out[i].Err = serverError(e)
+			if se := messageError(&arr[i]); se != nil {
+				out[i].Err = se
 				continue
 			}
-			out[i].Value = value(&arr[i])
+			out[i].Value = flattenPairs(cmds[i], value(&arr[i]))
 		}
 		return nil
 	})
@@ -303,7 +314,7 @@ func convert(op string, ctx context.Context, r rueidis.RedisResult) (kv.Value, e
 		if rueidis.IsRedisNil(err) {
 			return kv.NilValue(), nil
 		}
-		if se := serverError(err); se != nil {
+		if se := replyError(r); se != nil {
 			return kv.Value{}, se
 		}
 		return kv.Value{}, classify(op, ctx, err)
@@ -362,7 +373,18 @@ func value(m *rueidis.RedisMessage) kv.Value {
 		}
 		return kv.ArrayValue(vs...)
 	}
+	if se := messageError(m); se != nil {
+		// An error nested in an array (a script's pcall result).
+		return kv.StringValue(se.Msg)
+	}
 	s, err := m.ToString()
+	if err == nil && !m.IsString() && len(s) >= 4 && s[3] == ':' {
+		// A RESP3 verbatim string (INFO, CLIENT INFO...) starts with its
+		// format, "txt:"; RESP2 and the REST API send the text alone.
+		// (Doubles and big numbers, the other non-string scalars left
+		// here, never have a ':'.)
+		return kv.StringValue(s[4:])
+	}
 	if err != nil {
 		// doubles, big numbers, verbatim strings: their text form
 		if f, ferr := m.ToFloat64(); ferr == nil {
@@ -373,9 +395,70 @@ func value(m *rueidis.RedisMessage) kv.Value {
 	return kv.StringValue(s)
 }
 
+// flattenPairs undoes a RESP3 reply shape that RESP2, and so the REST
+// transport, does not have: sorted-set and hash commands asked for
+// WITHSCORES or WITHVALUES, and ZPOPMIN/ZPOPMAX with a count, answer a list
+// of [member, score] pairs instead of one flat member, score, ... array.
+func flattenPairs(args []string, v kv.Value) kv.Value {
+	if v.Type() != kv.Array || !pairsReply(args) {
+		return v
+	}
+	arr, _ := v.Array()
+	flat := make([]kv.Value, 0, 2*len(arr))
+	for _, e := range arr {
+		p, err := e.Array()
+		if err != nil || len(p) != 2 {
+			return v // already flat (ZPOPMIN without a count)
+		}
+		flat = append(flat, p...)
+	}
+	return kv.ArrayValue(flat...)
+}
+
+func pairsReply(args []string) bool {
+	if len(args) < 3 {
+		return false
+	}
+	switch strings.ToUpper(args[0]) {
+	case "ZPOPMIN", "ZPOPMAX":
+		return true
+	case "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE",
+		"ZUNION", "ZINTER", "ZDIFF", "ZRANDMEMBER", "HRANDFIELD":
+		for _, a := range args[2:] {
+			if strings.EqualFold(a, "WITHSCORES") || strings.EqualFold(a, "WITHVALUES") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// replyError returns r's error reply as a *kv.ServerError with the reply's
+// text exactly as Redis sent it, or nil when r is not an error reply.
+func replyError(r rueidis.RedisResult) *kv.ServerError {
+	if r.NonRedisError() != nil {
+		return nil
+	}
+	msg, _ := r.ToMessage()
+	return messageError(&msg)
+}
+
+// messageError is replyError for one message. rueidis's error values drop
+// a leading "ERR ", which cannot be put back reliably ("ERR XX and NX
+// options..." would read as code XX); the message itself keeps the full
+// text, so both transports report identical text.
+func messageError(m *rueidis.RedisMessage) *kv.ServerError {
+	if err := m.Error(); err == nil || m.IsNil() {
+		return nil
+	}
+	s, _ := m.ToString() // for an error reply: its full text
+	return &kv.ServerError{Msg: s}
+}
+
 // serverError turns a rueidis reply error into a *kv.ServerError, putting
-// back the "ERR " code that rueidis strips so that both transports report
-// identical text. It returns nil for errors that are not Redis replies.
+// back the "ERR " code that rueidis strips. It returns nil for errors that
+// are not Redis replies. Prefer replyError where the reply is at hand: it
+// keeps the text exact.
 func serverError(err error) *kv.ServerError {
 	re, ok := rueidis.IsRedisErr(err)
 	if !ok || re.IsNil() {

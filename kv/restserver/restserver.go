@@ -633,10 +633,12 @@ func (e encoder) value(m *rueidis.RedisMessage) any {
 	case m.IsMap():
 		return e.mapValue(m)
 	}
-	if text, isErr := errorText(m); isErr {
-		return text // an error nested in a reply: keep its text as is
-	}
 	s, _ := m.ToString()
+	if text, isErr := errorText(m); isErr {
+		// An error nested in a reply (a script's pcall result): its text,
+		// encoded like any other string, which is how kv.Value presents it.
+		s = text
+	}
 	if !e.base64 || (s == "OK" && isStatus(m)) {
 		return s
 	}

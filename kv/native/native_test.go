@@ -1,0 +1,418 @@
+package native_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/kv"
+	"github.com/agentapi-mt/agentapi/kv/kvtest"
+	"github.com/agentapi-mt/agentapi/kv/native"
+	"github.com/agentapi-mt/agentapi/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// dial connects with o and closes the client when t ends.
+func dial(t *testing.T, o native.Options) *native.Client {
+	t.Helper()
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	c, err := native.Dial(testCtx(t), o)
+	if err != nil {
+		t.Fatalf("native.Dial(%s): %v", o.URL, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func do(t *testing.T, c kv.Client, args ...string) kv.Value {
+	t.Helper()
+	v, err := c.Do(testCtx(t), args...)
+	if err != nil {
+		t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	return v
+}
+
+func TestConformance(t *testing.T) {
+	u := redistest.URL(t)
+	kvtest.Run(t, func(t *testing.T) kv.Client {
+		return dial(t, native.Options{URL: u})
+	})
+}
+
+func TestConformanceTLSPassword(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{TLS: true, Password: "s3cret"})
+	if !strings.HasPrefix(srv.URL(), "rediss://") || !strings.Contains(srv.URL(), "s3cret") {
+		t.Fatalf("unexpected TLS server URL %q", srv.URL())
+	}
+	c := dial(t, native.Options{URL: srv.URL(), TLSConfig: srv.TLSConfig()})
+	if !c.TLS() {
+		t.Errorf("TLS() = false on a rediss:// connection")
+	}
+	kvtest.Run(t, func(t *testing.T) kv.Client {
+		return dial(t, native.Options{URL: srv.URL(), TLSConfig: srv.TLSConfig()})
+	})
+}
+
+// withoutPassword strips the user info from a redis URL.
+func withoutPassword(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = nil
+	return u.String()
+}
+
+func withPassword(t *testing.T, raw, password string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("", password)
+	return u.String()
+}
+
+func TestPasswordFromOptions(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{TLS: true, Password: "s3cret"})
+	plain := withoutPassword(t, srv.URL())
+
+	// REDIS_PASSWORD style: the URL has none, Options.Password is used.
+	c := dial(t, native.Options{URL: plain, Password: "s3cret", TLSConfig: srv.TLSConfig()})
+	if v := do(t, c, "PING"); !v.Equal(kv.StringValue("PONG")) {
+		t.Errorf("PING = %v", v)
+	}
+
+	// A password in the URL wins over Options.Password.
+	c = dial(t, native.Options{URL: srv.URL(), Password: "not-this-one", TLSConfig: srv.TLSConfig()})
+	do(t, c, "PING")
+}
+
+func TestWrongPassword(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Password: "s3cret"})
+	cases := map[string]native.Options{
+		"wrong password in URL":     {URL: withPassword(t, srv.URL(), "wrong")},
+		"wrong password in Options": {URL: withoutPassword(t, srv.URL()), Password: "wrong"},
+		"no password":               {URL: withoutPassword(t, srv.URL())},
+	}
+	for name, o := range cases {
+		t.Run(name, func(t *testing.T) {
+			o.ConnectTimeout = 5 * time.Second
+			c, err := native.Dial(testCtx(t), o)
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded with bad credentials")
+			}
+			if !errors.Is(err, kv.ErrUnauthorized) {
+				t.Errorf("Dial error %v does not match ErrUnauthorized", err)
+			}
+			if strings.Contains(err.Error(), "wrong") && !strings.Contains(o.URL, "wrong") {
+				t.Errorf("error %q leaks the password", err)
+			}
+		})
+	}
+}
+
+func TestDatabaseFromURL(t *testing.T) {
+	u := redistest.Start(t, redistest.Options{}).URL()
+	c3 := dial(t, native.Options{URL: u + "/3"})
+	do(t, c3, "SET", "dbtest", "in-3")
+
+	other3 := dial(t, native.Options{URL: u + "/3"})
+	if v := do(t, other3, "GET", "dbtest"); !v.Equal(kv.StringValue("in-3")) {
+		t.Errorf("GET on db 3 from a second client = %v, want \"in-3\"", v)
+	}
+	db0 := dial(t, native.Options{URL: u})
+	if v := do(t, db0, "GET", "dbtest"); !v.IsNil() {
+		t.Errorf("GET on db 0 = %v, want nil (the key belongs to db 3)", v)
+	}
+	// MULTI/EXEC runs on a dedicated connection: it must use db 3 too.
+	if _, err := c3.MultiExec(testCtx(t), []string{"SET", "dbtest-tx", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if v := do(t, other3, "EXISTS", "dbtest-tx"); !v.Equal(kv.IntValue(1)) {
+		t.Errorf("key written by MultiExec is not in db 3")
+	}
+	if v := do(t, db0, "DBSIZE"); !v.Equal(kv.IntValue(0)) {
+		t.Errorf("DBSIZE of db 0 = %v, want 0", v)
+	}
+}
+
+func TestInvalidURL(t *testing.T) {
+	for _, u := range []string{"http://127.0.0.1:6379", "://nope", "127.0.0.1:6379"} {
+		_, err := native.Dial(testCtx(t), native.Options{URL: u})
+		if agentapi.KindOf(err) != agentapi.KindInvalid {
+			t.Errorf("Dial(%q): error %v, want KindInvalid", u, err)
+		}
+	}
+}
+
+// closedPort returns a local address on which nothing listens.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestDialClosedPort(t *testing.T) {
+	const timeout = 2 * time.Second
+	start := time.Now()
+	c, err := native.Dial(context.Background(), native.Options{URL: "redis://" + closedPort(t), ConnectTimeout: timeout})
+	elapsed := time.Since(start)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial to a closed port succeeded")
+	}
+	if !errors.Is(err, kv.ErrUnavailable) {
+		t.Errorf("Dial error %v does not match ErrUnavailable", err)
+	}
+	if elapsed > timeout {
+		t.Errorf("Dial took %v, longer than ConnectTimeout %v", elapsed, timeout)
+	}
+}
+
+// A server that accepts connections but never answers must not hang Dial
+// beyond the connect timeout.
+func TestDialSilentServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+
+	const timeout = 500 * time.Millisecond
+	start := time.Now()
+	c, err := native.Dial(context.Background(), native.Options{URL: "redis://" + l.Addr().String(), ConnectTimeout: timeout})
+	elapsed := time.Since(start)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial to a silent server succeeded")
+	}
+	if !errors.Is(err, kv.ErrUnavailable) {
+		t.Errorf("Dial error %v does not match ErrUnavailable", err)
+	}
+	// Caching is retried without tracking on some errors, so allow two
+	// handshakes plus slack.
+	if elapsed > 3*timeout {
+		t.Errorf("Dial took %v with ConnectTimeout %v", elapsed, timeout)
+	}
+}
+
+// Dial honours its context even though rueidis dials without one.
+func TestDialContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c, err := native.Dial(ctx, native.Options{URL: "redis://" + closedPort(t)})
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial with a cancelled context succeeded")
+	}
+}
+
+// getCalls reads how many GET commands the server has run.
+func getCalls(t *testing.T, c kv.Client) int {
+	t.Helper()
+	s, err := do(t, c, "INFO", "commandstats").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_get:calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+func TestClientSideCaching(t *testing.T) {
+	u := redistest.Start(t, redistest.Options{}).URL()
+	c := dial(t, native.Options{URL: u})
+	if !c.Caching() {
+		t.Fatal("Caching() = false against Redis 7")
+	}
+	writer := dial(t, native.Options{URL: u, DisableCache: true})
+	if writer.Caching() {
+		t.Error("Caching() = true with DisableCache")
+	}
+	ctx := testCtx(t)
+	do(t, writer, "SET", "hot", "v1")
+
+	v, err := c.DoCached(ctx, time.Minute, "GET", "hot")
+	if err != nil || !v.Equal(kv.StringValue("v1")) {
+		t.Fatalf("DoCached = %v, %v; want \"v1\"", v, err)
+	}
+	// The second read is served locally: the server runs no GET for it.
+	before := getCalls(t, writer)
+	for range 5 {
+		v, err = c.DoCached(ctx, time.Minute, "GET", "hot")
+		if err != nil || !v.Equal(kv.StringValue("v1")) {
+			t.Fatalf("DoCached (cached) = %v, %v", v, err)
+		}
+	}
+	if after := getCalls(t, writer); after != before {
+		t.Errorf("server ran %d GETs for cached reads, want 0", after-before)
+	}
+
+	// Another client's write invalidates the entry; the invalidation is a
+	// push message, so poll for it with a deadline.
+	do(t, writer, "SET", "hot", "v2")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, err = c.DoCached(ctx, time.Minute, "GET", "hot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Equal(kv.StringValue("v2")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("DoCached still returns %v 5s after another client's SET", v)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A deleted key reads as nil through the cache too.
+	do(t, writer, "DEL", "hot")
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		v, err = kv.DoCached(ctx, c, time.Minute, "GET", "hot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.IsNil() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("DoCached still returns %v after DEL", v)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestStopRestart(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	c := dial(t, native.Options{URL: srv.URL(), ConnectTimeout: 2 * time.Second})
+	do(t, c, "SET", "k", "v")
+	if v, err := c.DoCached(testCtx(t), time.Minute, "GET", "k"); err != nil || !v.Equal(kv.StringValue("v")) {
+		t.Fatalf("DoCached = %v, %v", v, err)
+	}
+
+	srv.Stop(t)
+	// No deadline: the calls must fail by themselves, not by timing out.
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"Do": func() error { _, err := c.Do(ctx, "GET", "k"); return err },
+		"DoCached": func() error {
+			_, err := c.DoCached(ctx, time.Minute, "GET", "other")
+			return err
+		},
+		"Pipeline":  func() error { _, err := c.Pipeline(ctx, []string{"GET", "k"}); return err },
+		"MultiExec": func() error { _, err := c.MultiExec(ctx, []string{"GET", "k"}); return err },
+		"Eval": func() error {
+			_, err := c.Eval(ctx, kv.NewScript("return 1"), nil)
+			return err
+		},
+	}
+	for name, call := range calls {
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s with the server stopped still blocks after 5s", name)
+		}
+		if !errors.Is(err, kv.ErrUnavailable) {
+			t.Errorf("%s with the server stopped: error %v, want ErrUnavailable", name, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s with the server stopped took %v", name, d)
+		}
+	}
+
+	srv.Restart(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Do(ctx, "PING")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Do still fails 10s after Restart: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The restarted server kept nothing; the local cache must not serve
+	// what the old connection had cached.
+	if v, err := c.DoCached(ctx, time.Minute, "GET", "k"); err != nil || !v.IsNil() {
+		t.Errorf("DoCached after restart = %v, %v; want nil (stale cache?)", v, err)
+	}
+	for {
+		_, err := c.Do(ctx, "SET", "k", "again")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Do still fails 10s after Restart: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := do(t, c, "GET", "k"); !v.Equal(kv.StringValue("again")) {
+		t.Errorf("GET after restart = %v", v)
+	}
+	if rs, err := c.MultiExec(ctx, []string{"INCR", "n"}); err != nil || !rs[0].Value.Equal(kv.IntValue(1)) {
+		t.Errorf("MultiExec after restart = %v, %v", rs, err)
+	}
+}
