@@ -131,6 +131,10 @@ func clientOption(o Options) (rueidis.ClientOption, error) {
 		opt.BlockingPoolSize = o.PoolSize
 	}
 	opt.ForceSingleClient = true // plain Redis or Upstash; cluster support is explicit
+	// Wait up to 20µs for more commands before flushing the pipeline: under
+	// concurrency this batches many callers into one write (bench/: about
+	// +40% at 64 goroutines) for at most 20µs more latency per call.
+	opt.MaxFlushDelay = 20 * time.Microsecond
 	// Report an unreachable server at once, as kv.Client promises and the
 	// Switch's breaker relies on. rueidis would otherwise retry cacheable
 	// reads (DoCache) until ctx's deadline, or forever without one.
