@@ -28,6 +28,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/agentapi-mt/agentapi/agent/demo"
 	"github.com/agentapi-mt/agentapi/config"
 	"github.com/agentapi-mt/agentapi/httpapi"
 	"github.com/agentapi-mt/agentapi/kv/connect"
@@ -43,7 +44,9 @@ func main() {
 const usage = `agentapi — drive terminal coding agents over HTTP, for one user or many tenants.
 
 Usage:
-  agentapi server [flags] -- <agent command ...>   run one agent (upstream AgentAPI compatible)
+  agentapi server [flags] -- <agent command ...>   run one agent (upstream AgentAPI compatible;
+                                                   --type echo runs the built-in demo agent;
+                                                   "agentapi server --help" lists its flags)
   agentapi serve  [flags]                          run the multi-tenant control plane
   agentapi config [flags]                          print the effective configuration (secrets redacted)
   agentapi version                                 print the version
@@ -72,8 +75,10 @@ func run(args []string, env config.Env, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "agentapi", versionString())
 		return 0
 	case "server":
-		fmt.Fprintln(stderr, "agentapi server: single-agent mode is not built yet (issue 2/8); use `agentapi serve`")
-		return 2
+		return runServer(args[1:], env, os.Stdin, stdout, stderr)
+	case "demo-agent":
+		// Hidden: the built-in demo agent, run by `server --type echo`.
+		return demo.Main(args[1:], os.Stdin, os.Stdout)
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)
 		return 0
