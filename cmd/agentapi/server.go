@@ -42,6 +42,7 @@ type serverFlags struct {
 	saveState      bool
 	pidFile        string
 	verbose        bool
+	settleWindow   time.Duration
 	command        []string
 }
 
@@ -64,6 +65,7 @@ func parseServerFlags(args []string, env func(string) (string, bool)) (*serverFl
 	fs.BoolVar(&f.saveState, "save-state", true, "save the conversation to --state-file at shutdown and on SIGUSR1")
 	fs.StringVar(&f.pidFile, "pid-file", "", "write the server's process id to this file")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "debug logging")
+	fs.DurationVar(&f.settleWindow, "settle-window", 2*time.Second, "how long the screen must stay unchanged for the status to become stable")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, helpError{serverUsage + fs.FlagUsages()}
@@ -97,6 +99,9 @@ func parseServerFlags(args []string, env func(string) (string, bool)) (*serverFl
 	}
 	if f.termHeight < 10 || f.termHeight > 10000 {
 		return nil, fmt.Errorf("--term-height %d: want 10 to 10000", f.termHeight)
+	}
+	if f.settleWindow < 100*time.Millisecond || f.settleWindow > time.Minute {
+		return nil, fmt.Errorf("--settle-window %s: want 100ms to 1m", f.settleWindow)
 	}
 	if f.port < 0 || f.port > 65535 {
 		return nil, fmt.Errorf("--port %d: want 0 to 65535", f.port)
@@ -213,7 +218,7 @@ func runServer(args []string, env func(string) (string, bool), stdin io.Reader, 
 		}
 	}
 
-	opts := agent.Options{Type: typ, InitialPrompt: prompt, Logger: log}
+	opts := agent.Options{Type: typ, InitialPrompt: prompt, Logger: log, SettleWindow: f.settleWindow}
 	if f.stateFile != "" && f.loadState {
 		st, ok, err := agent.LoadState(f.stateFile)
 		if err != nil {
