@@ -27,8 +27,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/pflag"
 
 	"github.com/agentapi-mt/agentapi/agent/demo"
+	"github.com/agentapi-mt/agentapi/attach"
 	"github.com/agentapi-mt/agentapi/config"
 	"github.com/agentapi-mt/agentapi/httpapi"
 	"github.com/agentapi-mt/agentapi/kv/connect"
@@ -47,6 +49,7 @@ Usage:
   agentapi server [flags] -- <agent command ...>   run one agent (upstream AgentAPI compatible;
                                                    --type echo runs the built-in demo agent;
                                                    "agentapi server --help" lists its flags)
+  agentapi attach --url host:port                  watch and type into a running agent (Ctrl-] detaches)
   agentapi serve  [flags]                          run the multi-tenant control plane
   agentapi config [flags]                          print the effective configuration (secrets redacted)
   agentapi version                                 print the version
@@ -76,6 +79,8 @@ func run(args []string, env config.Env, stdout, stderr io.Writer) int {
 		return 0
 	case "server":
 		return runServer(args[1:], env, os.Stdin, stdout, stderr)
+	case "attach":
+		return runAttach(args[1:], stderr)
 	case "demo-agent":
 		// Hidden: the built-in demo agent, run by `server --type echo`.
 		return demo.Main(args[1:], os.Stdin, os.Stdout)
@@ -237,4 +242,23 @@ func dbAddr(raw string) string {
 		return "(unparsable)"
 	}
 	return u.Host + u.Path
+}
+
+func runAttach(args []string, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("agentapi attach", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	u := fs.StringP("url", "u", "localhost:3284", "address of the agentapi server")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := attach.Run(ctx, attach.Options{URL: *u, In: os.Stdin, Out: os.Stdout}); err != nil {
+		fmt.Fprintln(stderr, "agentapi attach:", err)
+		return 1
+	}
+	return 0
 }
