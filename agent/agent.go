@@ -308,6 +308,9 @@ func (a *Agent) updateReply() {
 		return
 	}
 	content := msgfmt.FormatMessage(a.o.Type, changedRegion(a.baseline, a.screen), a.userInput)
+	// Tool-call blocks (a command and its output) are the agent's working
+	// noise, not its answer, for the agents that print them.
+	content, _ = msgfmt.RemoveToolCalls(a.o.Type, content)
 	if a.replyIndex < 0 {
 		if content == "" {
 			return

@@ -376,3 +376,23 @@ func waitMessages(t *testing.T, a *Agent, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestToolCallsAreRemovedFromReplies(t *testing.T) {
+	// Claude prints a tool call as "● Bash(...)" with its output under "⎿".
+	prompt := []string{"╭──────────────────────────────╮", "│ >                            │", "╰──────────────────────────────╯"}
+	r := newRig(t, Options{Type: msgfmt.AgentClaude})
+	r.show(append([]string{"✻ Welcome to Claude Code!", ""}, prompt...)...)
+	r.settle()
+	go r.a.Send(context.Background(), "list files")
+	<-r.scr.writes
+	r.show(append([]string{"✻ Welcome to Claude Code!", ""}, "╭──────────────────────────────╮", "│ > list files                 │", "╰──────────────────────────────╯")...)
+	<-r.scr.writes
+	r.show(append([]string{"✻ Welcome to Claude Code!", "", "> list files", "",
+		"● Bash(ls)", "  ⎿  go.mod", "     main.go", "",
+		"● There are two files: go.mod and main.go.", ""}, prompt...)...)
+	waitMessages(t, r.a, 3)
+	got := r.a.Messages()[2].Content
+	if strings.Contains(got, "Bash(ls)") || !strings.Contains(got, "There are two files") {
+		t.Fatalf("reply %q: want the answer without the tool call", got)
+	}
+}
