@@ -115,6 +115,8 @@ type Agent struct {
 	exited        bool
 	changed       chan struct{} // closed and replaced on every screen change
 	screenSubs    map[chan string]struct{}
+	closedCh      chan struct{}
+	closeOnce     sync.Once
 }
 
 // New starts tracking scr. Call Output whenever the program printed
@@ -144,7 +146,7 @@ func New(scr Screen, o Options) *Agent {
 	a := &Agent{
 		o: o, scr: scr, clock: o.Clock, log: o.Logger, events: newEventLog(1024),
 		status: agentapi.StatusRunning, replyIndex: -1, changed: make(chan struct{}),
-		screenSubs: map[chan string]struct{}{},
+		screenSubs: map[chan string]struct{}{}, closedCh: make(chan struct{}),
 	}
 	a.lastChange = a.clock.Now()
 	if len(o.Restore) > 0 {
@@ -532,6 +534,9 @@ func (a *Agent) SubscribeScreen() (string, <-chan string, func()) {
 	}
 }
 
+// Closed is closed once Close has been called.
+func (a *Agent) Closed() <-chan struct{} { return a.closedCh }
+
 // Close ends every subscription.
 func (a *Agent) Close() {
 	a.mu.Lock()
@@ -542,5 +547,6 @@ func (a *Agent) Close() {
 		a.stopReady()
 	}
 	a.mu.Unlock()
+	a.closeOnce.Do(func() { close(a.closedCh) })
 	a.events.close()
 }

@@ -56,6 +56,9 @@ type Config struct {
 	AllowedOrigins []string // CORS origins; "*" allows any
 	Version        string
 	Logger         *slog.Logger
+	// Embedded skips the host and CORS checks: the server is mounted inside
+	// another one (agentapi serve) that does its own.
+	Embedded bool
 }
 
 // Server is the HTTP handler for one agent.
@@ -95,21 +98,27 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("allowed origins: %w", err)
 	}
 	r := chi.NewMux()
-	r.Use(hostCheck(hosts))
-	r.Use(cors.Handler(cors.Options{
-		AllowedOrigins:   origins,
-		AllowedMethods:   []string{"GET", "POST", "PUT", "DELETE", "OPTIONS"},
-		AllowedHeaders:   []string{"Accept", "Authorization", "Content-Type", "X-CSRF-Token", "Last-Event-ID"},
-		ExposedHeaders:   []string{"Link"},
-		AllowCredentials: true,
-		MaxAge:           300,
-	}))
+	if !cfg.Embedded {
+		r.Use(hostCheck(hosts))
+		r.Use(corsHandler(origins))
+	}
 	hc := huma.DefaultConfig("AgentAPI", cfg.Version)
 	hc.Info.Description = "HTTP API for terminal coding agents (Claude Code, Goose, Aider, Codex, Gemini and others)."
 	api := humachi.New(r, hc)
 	s := &Server{cfg: cfg, router: r, api: api, log: cfg.Logger}
 	s.routes()
 	return s, nil
+}
+
+func corsHandler(origins []string) func(http.Handler) http.Handler {
+	return cors.Handler(cors.Options{
+		AllowedOrigins:   origins,
+		AllowedMethods:   []string{"GET", "POST", "PUT", "DELETE", "OPTIONS"},
+		AllowedHeaders:   []string{"Accept", "Authorization", "Content-Type", "X-CSRF-Token", "Last-Event-ID"},
+		ExposedHeaders:   []string{"Link"},
+		AllowCredentials: true,
+		MaxAge:           300,
+	})
 }
 
 // Handler is the server's http.Handler.

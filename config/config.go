@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentapi-mt/agentapi/auth"
 )
 
 // Defaults fixed by existing deployments.
@@ -36,6 +38,10 @@ const (
 	DefaultBreakerTimeout          = 30 * time.Second
 	DefaultSessionTTL              = 3600 * time.Second
 	DefaultSessionCleanupInterval  = 300 * time.Second
+	DefaultMaxSessionsTenant       = 20
+	DefaultMaxSessionsUser         = 5
+	DefaultAgentIdleTimeout        = 30 * time.Minute
+	DefaultLoginMaxLifetime        = 24 * time.Hour
 
 	// PlaceholderTokenKey is the value shipped in example .env files; it
 	// is rejected so that nobody runs with a published key.
@@ -74,6 +80,23 @@ type Config struct {
 	// variable is unset, in which case ResolveTokenKey loads or generates
 	// one in DataDir.
 	TokenKey []byte
+	// PreviousTokenKeys still open sessions sealed before a key rotation
+	// (TOKEN_ENCRYPTION_KEY_PREVIOUS, comma-separated).
+	PreviousTokenKeys [][]byte
+
+	Tenancy Tenancy
+}
+
+// Tenancy holds the settings of the multi-tenant control plane.
+type Tenancy struct {
+	AgentsFile        string        // AGENTAPI_AGENTS_FILE: the operator's agent catalog
+	AdminAPIKey       string        // AGENTAPI_ADMIN_API_KEY: the bootstrap key, instead of a generated one
+	MaxSessionsTenant int           // AGENTAPI_MAX_SESSIONS_PER_TENANT
+	MaxSessionsUser   int           // AGENTAPI_MAX_SESSIONS_PER_USER
+	IdleTimeout       time.Duration // AGENTAPI_SESSION_IDLE_TIMEOUT: stops unused agents
+	LoginMaxLifetime  time.Duration // AGENTAPI_SESSION_MAX_LIFETIME: absolute cap of a login session
+	SecureCookies     bool          // AGENTAPI_SECURE_COOKIES
+	InstanceID        string        // AGENTAPI_INSTANCE_ID
 }
 
 // Redis holds the REDIS_* and UPSTASH_* settings.
@@ -319,6 +342,36 @@ func Load(args []string, env Env) (*Config, error) {
 			r.problem("TOKEN_ENCRYPTION_KEY: " + err.Error())
 		}
 		c.TokenKey = key
+	}
+	if raw, ok := r.get("TOKEN_ENCRYPTION_KEY_PREVIOUS"); ok {
+		for i, part := range strings.Split(raw, ",") {
+			key, err := ParseTokenKey(part)
+			if err != nil {
+				r.problem(fmt.Sprintf("TOKEN_ENCRYPTION_KEY_PREVIOUS (key %d): %v", i+1, err))
+				continue
+			}
+			c.PreviousTokenKeys = append(c.PreviousTokenKeys, key)
+		}
+	}
+
+	tn := &c.Tenancy
+	tn.AgentsFile, _ = r.get("AGENTAPI_AGENTS_FILE")
+	tn.AdminAPIKey, _ = r.get("AGENTAPI_ADMIN_API_KEY")
+	if tn.AdminAPIKey != "" && !auth.LooksLikeAPIKey(tn.AdminAPIKey) {
+		r.problem("AGENTAPI_ADMIN_API_KEY: not an API key; generate one with `agentapi keygen` (or leave it unset to have one generated at first start)")
+	}
+	tn.MaxSessionsTenant = r.nonNegative("AGENTAPI_MAX_SESSIONS_PER_TENANT", DefaultMaxSessionsTenant)
+	tn.MaxSessionsUser = r.nonNegative("AGENTAPI_MAX_SESSIONS_PER_USER", DefaultMaxSessionsUser)
+	tn.IdleTimeout = r.duration("AGENTAPI_SESSION_IDLE_TIMEOUT", DefaultAgentIdleTimeout)
+	tn.LoginMaxLifetime = r.duration("AGENTAPI_SESSION_MAX_LIFETIME", DefaultLoginMaxLifetime)
+	if tn.LoginMaxLifetime < c.Session.TTL && !r.failed("AGENTAPI_SESSION_MAX_LIFETIME") && !r.failed("SESSION_TTL") {
+		r.problem(fmt.Sprintf("AGENTAPI_SESSION_MAX_LIFETIME (%s) is shorter than SESSION_TTL (%s): the absolute lifetime caps the idle timeout", tn.LoginMaxLifetime, c.Session.TTL))
+	}
+	tn.SecureCookies = r.boolean("AGENTAPI_SECURE_COOKIES", false)
+	tn.InstanceID, _ = r.get("AGENTAPI_INSTANCE_ID")
+	if tn.InstanceID == "" {
+		host, _ := os.Hostname()
+		tn.InstanceID = host
 	}
 
 	if len(r.problems) > 0 {

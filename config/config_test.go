@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentapi-mt/agentapi/auth"
 )
 
 func envOf(kv map[string]string) Env {
@@ -16,6 +18,8 @@ func envOf(kv map[string]string) Env {
 		return v, ok
 	}
 }
+
+var goodAPIKey, _, _ = auth.NewAPIKey()
 
 const hexKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
@@ -168,6 +172,22 @@ func TestVariables(t *testing.T) {
 		{name: "TOKEN_ENCRYPTION_KEY base64", env: map[string]string{"TOKEN_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32))}, field: func(c *Config) any { return len(c.TokenKey) }, want: 32},
 		{name: "TOKEN_ENCRYPTION_KEY placeholder", env: map[string]string{"TOKEN_ENCRYPTION_KEY": PlaceholderTokenKey}, err: "TOKEN_ENCRYPTION_KEY: is still the example placeholder"},
 		{name: "TOKEN_ENCRYPTION_KEY short hex", env: map[string]string{"TOKEN_ENCRYPTION_KEY": hexKey[:32]}, err: "TOKEN_ENCRYPTION_KEY: decodes to 24 bytes"},
+		{name: "TOKEN_ENCRYPTION_KEY_PREVIOUS two keys", env: map[string]string{"TOKEN_ENCRYPTION_KEY_PREVIOUS": hexKey + "," + base64.StdEncoding.EncodeToString(make([]byte, 32))}, field: func(c *Config) any { return len(c.PreviousTokenKeys) }, want: 2},
+		{name: "TOKEN_ENCRYPTION_KEY_PREVIOUS bad", env: map[string]string{"TOKEN_ENCRYPTION_KEY_PREVIOUS": hexKey + ",short"}, err: "TOKEN_ENCRYPTION_KEY_PREVIOUS (key 2)"},
+		{name: "AGENTAPI_AGENTS_FILE", env: map[string]string{"AGENTAPI_AGENTS_FILE": "/etc/agentapi/agents.json"}, field: func(c *Config) any { return c.Tenancy.AgentsFile }, want: "/etc/agentapi/agents.json"},
+		{name: "AGENTAPI_ADMIN_API_KEY good", env: map[string]string{"AGENTAPI_ADMIN_API_KEY": goodAPIKey}, field: func(c *Config) any { return c.Tenancy.AdminAPIKey }, want: goodAPIKey},
+		{name: "AGENTAPI_ADMIN_API_KEY weak", env: map[string]string{"AGENTAPI_ADMIN_API_KEY": "admin"}, err: "AGENTAPI_ADMIN_API_KEY"},
+		{name: "AGENTAPI_MAX_SESSIONS_PER_TENANT", env: map[string]string{"AGENTAPI_MAX_SESSIONS_PER_TENANT": "0"}, field: func(c *Config) any { return c.Tenancy.MaxSessionsTenant }, want: 0},
+		{name: "AGENTAPI_MAX_SESSIONS_PER_TENANT bad", env: map[string]string{"AGENTAPI_MAX_SESSIONS_PER_TENANT": "-1"}, err: "AGENTAPI_MAX_SESSIONS_PER_TENANT"},
+		{name: "AGENTAPI_MAX_SESSIONS_PER_USER", env: map[string]string{"AGENTAPI_MAX_SESSIONS_PER_USER": "2"}, field: func(c *Config) any { return c.Tenancy.MaxSessionsUser }, want: 2},
+		{name: "AGENTAPI_MAX_SESSIONS_PER_USER bad", env: map[string]string{"AGENTAPI_MAX_SESSIONS_PER_USER": "x"}, err: "AGENTAPI_MAX_SESSIONS_PER_USER"},
+		{name: "AGENTAPI_SESSION_IDLE_TIMEOUT", env: map[string]string{"AGENTAPI_SESSION_IDLE_TIMEOUT": "5m"}, field: func(c *Config) any { return c.Tenancy.IdleTimeout }, want: 5 * time.Minute},
+		{name: "AGENTAPI_SESSION_IDLE_TIMEOUT zero", env: map[string]string{"AGENTAPI_SESSION_IDLE_TIMEOUT": "0"}, err: "AGENTAPI_SESSION_IDLE_TIMEOUT"},
+		{name: "AGENTAPI_SESSION_MAX_LIFETIME", env: map[string]string{"AGENTAPI_SESSION_MAX_LIFETIME": "48h"}, field: func(c *Config) any { return c.Tenancy.LoginMaxLifetime }, want: 48 * time.Hour},
+		{name: "AGENTAPI_SESSION_MAX_LIFETIME below SESSION_TTL", env: map[string]string{"AGENTAPI_SESSION_MAX_LIFETIME": "10m"}, err: "shorter than SESSION_TTL"},
+		{name: "AGENTAPI_SECURE_COOKIES", env: map[string]string{"AGENTAPI_SECURE_COOKIES": "true"}, field: func(c *Config) any { return c.Tenancy.SecureCookies }, want: true},
+		{name: "AGENTAPI_SECURE_COOKIES bad", env: map[string]string{"AGENTAPI_SECURE_COOKIES": "sure"}, err: "AGENTAPI_SECURE_COOKIES"},
+		{name: "AGENTAPI_INSTANCE_ID", env: map[string]string{"AGENTAPI_INSTANCE_ID": "api-1"}, field: func(c *Config) any { return c.Tenancy.InstanceID }, want: "api-1"},
 		{name: "TOKEN_ENCRYPTION_KEY garbage", env: map[string]string{"TOKEN_ENCRYPTION_KEY": "not a key!"}, err: "TOKEN_ENCRYPTION_KEY: is neither 64 hex characters"},
 	}
 	for _, tc := range cases {
@@ -290,7 +310,9 @@ func TestVariablesMatchDevelopersList(t *testing.T) {
 		"RATE_LIMIT_ENABLED", "RATE_LIMIT_REQUESTS_PER_MINUTE", "RATE_LIMIT_BURST_SIZE", "CIRCUIT_BREAKER_ENABLED",
 		"CIRCUIT_BREAKER_FAILURE_THRESHOLD", "CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "CIRCUIT_BREAKER_TIMEOUT",
 		"SESSION_STORAGE", "SESSION_TTL", "SESSION_CLEANUP_INTERVAL", "TOKEN_ENCRYPTION_KEY",
-		"PORT", "DATABASE_URL", "AGENTAPI_DATA_DIR", "LOG_LEVEL", "LOG_FORMAT"}
+		"PORT", "DATABASE_URL", "AGENTAPI_DATA_DIR", "LOG_LEVEL", "LOG_FORMAT",
+		"TOKEN_ENCRYPTION_KEY_PREVIOUS", "AGENTAPI_AGENTS_FILE", "AGENTAPI_ADMIN_API_KEY", "AGENTAPI_MAX_SESSIONS_PER_TENANT",
+		"AGENTAPI_MAX_SESSIONS_PER_USER", "AGENTAPI_SESSION_IDLE_TIMEOUT", "AGENTAPI_SESSION_MAX_LIFETIME", "AGENTAPI_SECURE_COOKIES", "AGENTAPI_INSTANCE_ID"}
 	read := map[string]bool{}
 	for _, v := range Variables() {
 		read[v] = true

@@ -122,6 +122,15 @@ func (c *Config) Effective() [][2]string {
 		{"SESSION_TTL", secs(c.Session.TTL)},
 		{"SESSION_CLEANUP_INTERVAL", secs(c.Session.CleanupInterval)},
 		{"TOKEN_ENCRYPTION_KEY", key},
+		{"TOKEN_ENCRYPTION_KEY_PREVIOUS", fmt.Sprintf("%d key(s)", len(c.PreviousTokenKeys))},
+		{"AGENTAPI_AGENTS_FILE", orUnset(c.Tenancy.AgentsFile)},
+		{"AGENTAPI_ADMIN_API_KEY", secret(c.Tenancy.AdminAPIKey)},
+		{"AGENTAPI_MAX_SESSIONS_PER_TENANT", fmt.Sprint(c.Tenancy.MaxSessionsTenant)},
+		{"AGENTAPI_MAX_SESSIONS_PER_USER", fmt.Sprint(c.Tenancy.MaxSessionsUser)},
+		{"AGENTAPI_SESSION_IDLE_TIMEOUT", secs(c.Tenancy.IdleTimeout)},
+		{"AGENTAPI_SESSION_MAX_LIFETIME", secs(c.Tenancy.LoginMaxLifetime)},
+		{"AGENTAPI_SECURE_COOKIES", fmt.Sprint(c.Tenancy.SecureCookies)},
+		{"AGENTAPI_INSTANCE_ID", c.Tenancy.InstanceID},
 	}
 }
 

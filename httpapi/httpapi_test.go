@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/agentapi-mt/agentapi/agent/demo"
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/kv"
@@ -20,7 +23,13 @@ import (
 	"github.com/agentapi-mt/agentapi/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The runner starts the demo agent as "<this binary> demo-agent".
+	if len(os.Args) > 1 && os.Args[1] == "demo-agent" {
+		os.Exit(demo.Main(os.Args[2:], os.Stdin, os.Stdout))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func fixed(status string) func(context.Context) CheckResult {
 	return func(context.Context) CheckResult { return CheckResult{Status: status} }

@@ -7,10 +7,12 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-// NewRouter returns the handler for `agentapi serve`. Later features mount
-// their routes here; unknown routes and methods answer problem+json.
-func NewRouter(h *Health) chi.Router {
+// NewRouter returns the handler for `agentapi serve` with middleware
+// applied, in order, to every route. Features mount their routes on it;
+// unknown routes and methods answer problem+json.
+func NewRouter(h *Health, middleware ...func(http.Handler) http.Handler) chi.Router {
 	r := chi.NewRouter()
+	r.Use(middleware...)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	})

@@ -11,28 +11,24 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/pflag"
 
 	"github.com/agentapi-mt/agentapi/agent/demo"
 	"github.com/agentapi-mt/agentapi/attach"
+	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/config"
-	"github.com/agentapi-mt/agentapi/httpapi"
 	"github.com/agentapi-mt/agentapi/kv/connect"
 )
 
@@ -52,6 +48,7 @@ Usage:
   agentapi attach --url host:port                  watch and type into a running agent (Ctrl-] detaches)
   agentapi serve  [flags]                          run the multi-tenant control plane
   agentapi config [flags]                          print the effective configuration (secrets redacted)
+  agentapi keygen                                  print a new admin API key and TOKEN_ENCRYPTION_KEY
   agentapi version                                 print the version
 
 Flags of serve and config (each overrides its environment variable):
@@ -79,6 +76,14 @@ func run(args []string, env config.Env, stdout, stderr io.Writer) int {
 		return 0
 	case "server":
 		return runServer(args[1:], env, os.Stdin, stdout, stderr)
+	case "keygen":
+		// A new API key (for AGENTAPI_ADMIN_API_KEY) and a new
+		// TOKEN_ENCRYPTION_KEY, for operators who set them up front.
+		secret, _, _ := auth.NewAPIKey()
+		key := make([]byte, 32)
+		rand.Read(key)
+		fmt.Fprintf(stdout, "AGENTAPI_ADMIN_API_KEY=%s\nTOKEN_ENCRYPTION_KEY=%s\n", secret, hex.EncodeToString(key))
+		return 0
 	case "attach":
 		return runAttach(args[1:], stderr)
 	case "demo-agent":
@@ -152,98 +157,6 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
-
-func serve(args []string, env config.Env, stderr io.Writer) int {
-	cfg, ok := loadConfig(args, env, stderr)
-	if !ok {
-		return 2
-	}
-	log := newLogger(cfg, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		log.Error("cannot create the data directory; set AGENTAPI_DATA_DIR or --data-dir to a writable place", "dir", cfg.DataDir, "error", err)
-		return 1
-	}
-	keySource, err := cfg.ResolveTokenKey(log)
-	if err != nil {
-		log.Error("cannot load TOKEN_ENCRYPTION_KEY", "error", err)
-		return 1
-	}
-
-	checks := []httpapi.Check{}
-	sw := connect.Open(ctx, cfg.Redis, log)
-	if sw != nil {
-		defer sw.Close()
-	} else {
-		log.Info("redis disabled (REDIS_ENABLE is not true); using in-memory state")
-	}
-	checks = append(checks, httpapi.RedisCheck(sw))
-
-	if cfg.DatabaseURL != "" {
-		pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
-		if err != nil {
-			log.Error("DATABASE_URL is not usable", "error", err)
-			return 1
-		}
-		defer pool.Close()
-		addr := dbAddr(cfg.DatabaseURL)
-		checks = append(checks, httpapi.DatabaseCheck("postgres", addr, pool.Ping))
-		if err := pool.Ping(ctx); err != nil {
-			log.Warn("database unreachable at start; /status reports down until it answers", "addr", addr, "error", err)
-		} else {
-			log.Info("database connected", "driver", "postgres", "addr", addr)
-		}
-	}
-
-	health := httpapi.NewHealth(versionString(), checks...)
-	srv := &http.Server{
-		Handler:           httpapi.NewRouter(health),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
-	if err != nil {
-		log.Error("cannot listen; is another server on this port? set PORT or --port", "port", cfg.Port, "error", err)
-		return 1
-	}
-	log.Info("agentapi serve listening", "addr", ln.Addr().String(), "version", versionString(),
-		"data_dir", cfg.DataDir, "session_storage", cfg.Session.Storage, "token_key", keySource)
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		log.Error("server stopped", "error", err)
-		return 1
-	case <-ctx.Done():
-	}
-	stop()
-	log.Info("shutting down: draining in-flight requests")
-	health.Drain()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Error("graceful shutdown timed out", "error", err)
-		return 1
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("server stopped", "error", err)
-		return 1
-	}
-	log.Info("stopped cleanly")
-	return 0
-}
-
-func dbAddr(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable)"
-	}
-	return u.Host + u.Path
-}
-
 func runAttach(args []string, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("agentapi attach", pflag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -17,6 +17,8 @@ import (
 
 var binary string
 
+var interruptSignal = syscall.SIGINT
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "agentapi-bin-*")
 	if err != nil {

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humachi"
+
+	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/config"
+	"github.com/agentapi-mt/agentapi/httpapi"
+	"github.com/agentapi-mt/agentapi/kv/connect"
+	"github.com/agentapi-mt/agentapi/memory"
+	"github.com/agentapi-mt/agentapi/redis"
+	"github.com/agentapi-mt/agentapi/runner"
+	"github.com/agentapi-mt/agentapi/sql"
+)
+
+// serve runs the multi-tenant control plane. The wiring below is the whole
+// of it: configuration, then each dependency, then the routes, then the
+// shutdown in reverse order.
+func serve(args []string, env config.Env, stderr io.Writer) int {
+	cfg, ok := loadConfig(args, env, stderr)
+	if !ok {
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fail := func(msg string, args ...any) int {
+		log.Error(msg, args...)
+		return 1
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fail("cannot create the data directory; set AGENTAPI_DATA_DIR or --data-dir to a writable place", "dir", cfg.DataDir, "error", err)
+	}
+	keySource, err := cfg.ResolveTokenKey(log)
+	if err != nil {
+		return fail("cannot load TOKEN_ENCRYPTION_KEY", "error", err)
+	}
+	keyring, err := auth.NewKeyring(cfg.TokenKey, cfg.PreviousTokenKeys...)
+	if err != nil {
+		return fail("TOKEN_ENCRYPTION_KEY", "error", err)
+	}
+	catalog, err := runner.LoadCatalog(cfg.Tenancy.AgentsFile)
+	if err != nil {
+		return fail("cannot load the agent catalog", "error", err)
+	}
+
+	// Redis (optional) and the system of record.
+	sw := connect.Open(ctx, cfg.Redis, log)
+	if sw != nil {
+		defer sw.Close()
+	} else {
+		log.Info("redis disabled (REDIS_ENABLE is not true); using in-memory state")
+	}
+	db, err := sql.Open(ctx, cfg.DatabaseURL, filepath.Join(cfg.DataDir, "agentapi.db"))
+	if err != nil {
+		return fail("cannot open the database; check DATABASE_URL", "error", err)
+	}
+	defer db.Close()
+	log.Info("database ready", "driver", db.Driver(), "addr", db.Describe())
+
+	// Login sessions.
+	var store agentapi.SessionStore
+	switch cfg.Session.Storage {
+	case config.StorageRedis:
+		store = redis.NewSessionStore(sw, "agentapi:")
+	default:
+		ms := memory.NewSessionStore(time.Now, cfg.Session.CleanupInterval)
+		defer ms.Close()
+		store = ms
+	}
+	logins := auth.NewSessions(store, keyring, cfg.Session.TTL, cfg.Tenancy.LoginMaxLifetime, time.Now)
+
+	if err := bootstrap(ctx, db, cfg.Tenancy.AdminAPIKey, stderr, log); err != nil {
+		return fail("bootstrapping the first admin key failed", "error", err)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return fail("cannot find this binary (for the demo agent)", "error", err)
+	}
+	mgr := runner.New(runner.Options{
+		Store: db, Catalog: catalog, WorkRoot: filepath.Join(cfg.DataDir, "workspaces"),
+		Instance: cfg.Tenancy.InstanceID, Self: self,
+		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
+		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
+		Env: runner.SecretEnv(db, keyring),
+	})
+	if n, err := mgr.Recover(ctx, db); err != nil {
+		log.Warn("marking the previous run's sessions as lost failed", "error", err)
+	} else if n > 0 {
+		log.Info("sessions from the previous run marked lost; their transcripts remain", "count", n)
+	}
+
+	health := httpapi.NewHealth(versionString(), httpapi.RedisCheck(sw),
+		httpapi.DatabaseCheck(db.Driver(), db.Describe(), db.Ping))
+	v1 := &httpapi.V1{
+		Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: keyring,
+		Logins: logins, Runner: mgr, Catalog: catalog,
+		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
+	}
+	router := httpapi.NewRouter(health, v1.Authenticate())
+	api := humachi.New(router, huma.DefaultConfig("AgentAPI Multitenant", versionString()))
+	v1.Mount(router, api)
+
+	srv := &http.Server{
+		Handler:           router,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		mgr.Close()
+		return fail("cannot listen; is another server on this port? set PORT or --port", "port", cfg.Port, "error", err)
+	}
+	log.Info("agentapi serve listening", "addr", ln.Addr().String(), "version", versionString(),
+		"data_dir", cfg.DataDir, "session_storage", cfg.Session.Storage, "token_key", keySource,
+		"agents", catalog.Names(), "instance", cfg.Tenancy.InstanceID)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	code := 0
+	select {
+	case err := <-errc:
+		log.Error("server stopped", "error", err)
+		code = 1
+	case <-ctx.Done():
+	}
+	stop()
+	log.Info("shutting down: draining in-flight requests")
+	health.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Agents first: their event streams end, so Shutdown does not wait on
+	// them, and their transcripts are saved.
+	mgr.Close()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("graceful shutdown timed out", "error", err)
+		code = 1
+	}
+	if code == 0 {
+		log.Info("stopped cleanly")
+	}
+	return code
+}
+
+// bootstrap creates the platform tenant, its first admin and a key when
+// the database has no API key at all, and prints the key once. With
+// AGENTAPI_ADMIN_API_KEY that key is used instead of a generated one.
+func bootstrap(ctx context.Context, db *sql.DB, given string, out io.Writer, log *slog.Logger) error {
+	n, err := db.CountAPIKeys(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	now := time.Now().UTC()
+	err = db.CreateTenant(ctx, agentapi.Tenant{ID: agentapi.PlatformTenantID, Name: "Platform", CreatedAt: now, UpdatedAt: now})
+	if err != nil && agentapi.KindOf(err) != agentapi.KindConflict {
+		return err
+	}
+	admin := agentapi.User{ID: agentapi.NewID("usr"), TenantID: agentapi.PlatformTenantID, Name: "admin", Role: agentapi.RolePlatformAdmin, CreatedAt: now, UpdatedAt: now}
+	if err := db.CreateUser(ctx, admin); err != nil {
+		return err
+	}
+	secret, prefix, hash := auth.NewAPIKey()
+	if given != "" {
+		secret, prefix, hash = given, given[:min(12, len(given))], auth.HashAPIKey(given)
+	}
+	key := agentapi.APIKey{ID: agentapi.NewID("key"), TenantID: agentapi.PlatformTenantID, UserID: admin.ID, Name: "bootstrap", Prefix: prefix, Hash: hash, CreatedAt: now}
+	if err := db.CreateAPIKey(ctx, key); err != nil {
+		return err
+	}
+	if err := db.Audit(ctx, agentapi.AuditEntry{At: now, TenantID: agentapi.PlatformTenantID, ActorID: "bootstrap", Action: "apikey.create", Target: key.ID, Detail: "first platform admin"}); err != nil {
+		return err
+	}
+	if given != "" {
+		log.Info("created the first platform admin with AGENTAPI_ADMIN_API_KEY", "key_prefix", prefix)
+		return nil
+	}
+	// Printed, not logged: it must not end up in log storage.
+	fmt.Fprintf(out, "\n=== First start: a platform-admin API key was created. It is shown this once. ===\n%s\n"+
+		"Use it as: Authorization: Bearer <key>. Create tenants with POST /v1/admin/tenants.\n\n", secret)
+	return nil
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/pgtest"
+	"github.com/agentapi-mt/agentapi/redistest"
+)
+
+var testAdminKey, _, _ = auth.NewAPIKey()
+
+func call(t *testing.T, method, url, cred string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		rd = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if cred != "" {
+		req.Header.Set("Authorization", "Bearer "+cred)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestTwoInstancesShareLogins runs two serve instances over one Redis and
+// one PostgreSQL: a token issued by one works on the other, and a logout
+// on one is refused on the other within the same second.
+func TestTwoInstancesShareLogins(t *testing.T) {
+	t.Parallel()
+	redisURL := redistest.URL(t)
+	dbURL := pgtest.URL(t)
+	common := []string{
+		"REDIS_ENABLE=true", "REDIS_URL=" + redisURL, "DATABASE_URL=" + dbURL,
+		"TOKEN_ENCRYPTION_KEY=" + strings.Repeat("ab", 32), "AGENTAPI_ADMIN_API_KEY=" + testAdminKey,
+	}
+	start := func(id string) string {
+		env := append([]string{"HOME=" + t.TempDir(), "AGENTAPI_INSTANCE_ID=" + id}, common...)
+		_, addr, logs := started(t, env, "serve", "--port", "0")
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s logs:\n%s", id, logs.String())
+			}
+		})
+		return "http://" + addr
+	}
+	a := start("api-1")
+	b := start("api-2")
+
+	code, login := call(t, "POST", a+"/v1/auth/login", "", map[string]string{"api_key": testAdminKey})
+	if code != 200 {
+		t.Fatalf("login on A: %d %v", code, login)
+	}
+	token := login["token"].(string)
+	if code, who := call(t, "GET", b+"/v1/auth/session", token, nil); code != 200 || who["via"] != "session" {
+		t.Fatalf("A's token on B: %d %v", code, who)
+	}
+	// B caches the session (client-side caching); a logout on A must still
+	// be refused by B at once.
+	call(t, "GET", b+"/v1/auth/session", token, nil)
+	if code, _ := call(t, "POST", a+"/v1/auth/logout", token, nil); code != 204 {
+		t.Fatalf("logout on A: %d", code)
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		code, _ := call(t, "GET", b+"/v1/auth/session", token, nil)
+		if code == 401 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B still accepts the token 1s after the logout on A: %d", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Records written through A are read through B (one PostgreSQL).
+	if code, body := call(t, "POST", a+"/v1/admin/tenants", testAdminKey, map[string]string{"id": "shared", "name": "Shared"}); code != 200 {
+		t.Fatalf("create tenant on A: %d %v", code, body)
+	}
+	if code, body := call(t, "GET", b+"/v1/admin/tenants/shared", testAdminKey, nil); code != 200 || body["name"] != "Shared" {
+		t.Fatalf("tenant on B: %d %v", code, body)
+	}
+	// Both report Redis and PostgreSQL healthy.
+	for _, base := range []string{a, b} {
+		code, st := call(t, "GET", base+"/status", "", nil)
+		if code != 200 || st["status"] != "ok" {
+			t.Fatalf("%s/status: %d %v", base, code, st)
+		}
+	}
+}
+
+// TestServeBootstrapKeyPrintedOnce: the first start of an empty database
+// prints a platform-admin key that works; the second start prints none.
+func TestServeBootstrapKeyPrintedOnce(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	cmd, addr, logs := started(t, []string{"HOME=" + home}, "serve", "--port", "0")
+	key := ""
+	for _, f := range strings.Fields(logs.String()) {
+		if strings.HasPrefix(f, "agk_") {
+			key = f
+		}
+	}
+	if key == "" {
+		t.Fatalf("no admin key printed:\n%s", logs.String())
+	}
+	if code, who := call(t, "GET", "http://"+addr+"/v1/auth/session", key, nil); code != 200 || who["role"] != "platform_admin" {
+		t.Fatalf("the printed key: %d %v", code, who)
+	}
+	cmd.Process.Signal(interruptSignal)
+	cmd.Wait()
+	_, _, logs2 := started(t, []string{"HOME=" + home}, "serve", "--port", "0")
+	if strings.Contains(logs2.String(), "agk_") {
+		t.Fatalf("a second start printed a key again:\n%s", logs2.String())
+	}
+}

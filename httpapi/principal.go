@@ -1,0 +1,127 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/auth"
+)
+
+// Principal is who a request acts as.
+type Principal struct {
+	TenantID string
+	UserID   string
+	Role     agentapi.UserRole
+	KeyID    string
+	// Token is the session token when the request used one ("" for an API
+	// key): logout revokes it.
+	Token     string
+	ExpiresAt time.Time
+}
+
+// Platform reports whether the principal is a platform admin.
+func (p *Principal) Platform() bool { return p.Role == agentapi.RolePlatformAdmin }
+
+type principalKey struct{}
+
+func principalFrom(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
+}
+
+// SessionCookie carries the session token for the web UI.
+const SessionCookie = "agentapi_session"
+
+var errBadCredentials = agentapi.E("auth", agentapi.KindUnauthenticated, errors.New("invalid or expired credentials"))
+
+// authenticator resolves credentials to a Principal.
+type authenticator struct {
+	tenants agentapi.TenantStore
+	users   agentapi.UserStore
+	keys    agentapi.APIKeyStore
+	logins  *auth.Sessions
+	now     func() time.Time
+}
+
+// credential extracts the bearer token, or the session cookie.
+func credential(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			return strings.TrimSpace(h[7:])
+		}
+		return "\x00malformed"
+	}
+	if c, err := r.Cookie(SessionCookie); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
+// resolve checks a credential: an API key (not revoked, user present) or a
+// session token; either way the tenant must exist and not be disabled, so
+// disabling a tenant locks it out at once.
+func (a *authenticator) resolve(ctx context.Context, cred string) (*Principal, error) {
+	var p *Principal
+	switch {
+	case auth.LooksLikeAPIKey(cred):
+		k, err := a.keys.APIKeyByHash(ctx, auth.HashAPIKey(cred))
+		if agentapi.KindOf(err) == agentapi.KindNotFound || (err == nil && k.RevokedAt != nil) {
+			return nil, errBadCredentials
+		}
+		if err != nil {
+			return nil, err
+		}
+		u, err := a.users.GetUser(ctx, k.TenantID, k.UserID)
+		if agentapi.KindOf(err) == agentapi.KindNotFound {
+			return nil, errBadCredentials
+		}
+		if err != nil {
+			return nil, err
+		}
+		a.keys.TouchAPIKey(ctx, k.ID, a.now())
+		p = &Principal{TenantID: k.TenantID, UserID: k.UserID, Role: u.Role, KeyID: k.ID}
+	default:
+		s, err := a.logins.Validate(ctx, cred)
+		if agentapi.KindOf(err) == agentapi.KindUnauthenticated || agentapi.KindOf(err) == agentapi.KindNotFound {
+			return nil, errBadCredentials
+		}
+		if err != nil {
+			return nil, err
+		}
+		p = &Principal{TenantID: s.TenantID, UserID: s.UserID, Role: s.Role, KeyID: s.KeyID, Token: cred, ExpiresAt: s.ExpiresAt}
+	}
+	t, err := a.tenants.GetTenant(ctx, p.TenantID)
+	if agentapi.KindOf(err) == agentapi.KindNotFound || (err == nil && t.Disabled) {
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// middleware authenticates requests that carry credentials. Requests
+// without any go on unauthenticated (the handlers that need a principal
+// answer 401); bad credentials are answered 401 here.
+func (a *authenticator) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred := credential(r)
+		if cred == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, err := a.resolve(r.Context(), cred)
+		if err != nil {
+			if agentapi.KindOf(err) == agentapi.KindUnauthenticated {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="agentapi"`)
+			}
+			WriteError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}

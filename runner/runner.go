@@ -1,0 +1,476 @@
+// Package runner runs agent sessions for tenants on this instance: it picks
+// the command from the operator's catalog, gives each session its own 0700
+// workspace and a minimal environment, enforces the concurrency limits,
+// stops idle agents, and writes every transcript message to the system of
+// record as it happens, so transcripts outlive agents and restarts.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/agent"
+	"github.com/agentapi-mt/agentapi/agenthttp"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Store   agentapi.AgentSessionStore
+	Catalog Catalog
+	// WorkRoot holds the workspaces: WorkRoot/<tenant>/<session>.
+	WorkRoot string
+	// Instance names this server in session records.
+	Instance string
+	// Self is this binary, which runs the built-in demo agent.
+	Self string
+	// MaxPerTenant and MaxPerUser bound running sessions (0: no limit).
+	MaxPerTenant, MaxPerUser int
+	// IdleTimeout stops an agent nobody used for that long (0: never).
+	IdleTimeout time.Duration
+	// SettleWindow is passed to each agent (default 2s).
+	SettleWindow time.Duration
+	// Env, when set, returns extra environment for a tenant's agents (its
+	// unsealed secrets).
+	Env     func(ctx context.Context, tenantID string) (map[string]string, error)
+	Version string
+	Logger  *slog.Logger
+}
+
+// StartRequest is what a user asks for.
+type StartRequest struct {
+	Agent         string // a catalog name
+	Name          string
+	InitialPrompt string
+}
+
+// Errors of Start.
+var (
+	ErrUnknownAgent = errors.New("unknown agent")
+	ErrLimit        = errors.New("session limit reached")
+)
+
+// Manager runs this instance's agent sessions.
+type Manager struct {
+	o   Options
+	log *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*session
+	closed  bool
+
+	stopJanitor context.CancelFunc
+	janitorDone chan struct{}
+}
+
+type session struct {
+	rec      agentapi.AgentSession
+	agent    *agent.Agent
+	term     *agent.Terminal
+	handler  http.Handler
+	workdir  string
+	lastUsed atomic.Int64 // unix nanos
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when fully stopped and recorded
+	writerWG sync.WaitGroup
+}
+
+// New returns a Manager and starts its idle janitor.
+func New(o Options) *Manager {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Catalog == nil {
+		o.Catalog = DefaultCatalog()
+	}
+	if o.Instance == "" {
+		o.Instance, _ = os.Hostname()
+	}
+	m := &Manager{o: o, log: o.Logger, running: map[string]*session{}, janitorDone: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopJanitor = cancel
+	go m.janitor(ctx)
+	return m
+}
+
+// Recover marks sessions this instance was running before it restarted as
+// lost: their agents died with the old process. Their transcripts remain.
+func (m *Manager) Recover(ctx context.Context, tenants agentapi.TenantStore) (int, error) {
+	ts, err := tenants.ListTenants(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range ts {
+		ss, err := m.o.Store.ListAgentSessions(ctx, t.ID, "")
+		if err != nil {
+			return n, err
+		}
+		for _, s := range ss {
+			if s.State != agentapi.SessionRunning || s.Instance != m.o.Instance {
+				continue
+			}
+			m.mu.Lock()
+			_, live := m.running[s.ID]
+			m.mu.Unlock()
+			if live {
+				continue
+			}
+			now := time.Now().UTC()
+			s.State, s.StoppedAt = agentapi.SessionLost, &now
+			if err := m.o.Store.UpdateAgentSession(ctx, s); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Start runs a new agent session for a user.
+func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartRequest) (agentapi.AgentSession, error) {
+	entry, ok := m.o.Catalog[req.Agent]
+	if !ok {
+		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindInvalid,
+			fmt.Errorf("%w %q: available agents are %s", ErrUnknownAgent, req.Agent, strings.Join(m.o.Catalog.Names(), ", ")))
+	}
+	name := strings.TrimSpace(req.Name)
+	if len(name) > 200 {
+		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindInvalid, errors.New("name is longer than 200 characters"))
+	}
+	now := time.Now().UTC()
+	rec := agentapi.AgentSession{
+		ID: agentapi.NewID("ses"), TenantID: tenantID, UserID: userID, Name: name,
+		AgentType: req.Agent, State: agentapi.SessionRunning, Instance: m.o.Instance,
+		CreatedAt: now, LastActivityAt: now,
+	}
+
+	// Reserve the slot before the slow part, so concurrent starts cannot
+	// both pass the limit check.
+	s := &session{rec: rec, stopped: make(chan struct{})}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindUnavailable, errors.New("the server is shutting down"))
+	}
+	if err := m.checkLimits(tenantID, userID); err != nil {
+		m.mu.Unlock()
+		return agentapi.AgentSession{}, err
+	}
+	m.running[rec.ID] = s
+	m.mu.Unlock()
+
+	fail := func(err error) (agentapi.AgentSession, error) {
+		m.mu.Lock()
+		delete(m.running, rec.ID)
+		m.mu.Unlock()
+		if s.term != nil {
+			s.term.Close(5 * time.Second)
+		}
+		if s.workdir != "" {
+			os.RemoveAll(s.workdir)
+		}
+		return agentapi.AgentSession{}, err
+	}
+
+	s.workdir = filepath.Join(m.o.WorkRoot, safeSegment(tenantID), rec.ID)
+	if err := os.MkdirAll(s.workdir, 0o700); err != nil {
+		return fail(agentapi.E("runner.start", agentapi.KindInternal, err))
+	}
+	os.Chmod(s.workdir, 0o700)
+	env, err := m.environment(ctx, tenantID, entry, s.workdir)
+	if err != nil {
+		return fail(agentapi.E("runner.start", agentapi.KindUnavailable, err))
+	}
+	argv := entry.Command
+	if len(argv) == 0 {
+		argv = []string{m.o.Self, "demo-agent"}
+	}
+	if err := m.o.Store.CreateAgentSession(ctx, rec); err != nil {
+		return fail(err)
+	}
+	var ag atomic.Pointer[agent.Agent]
+	term, err := agent.StartTerminal(argv, agent.TermOptions{
+		Dir: s.workdir, Env: env,
+		OnOutput: func() {
+			if a := ag.Load(); a != nil {
+				a.Output()
+			}
+		},
+	})
+	if err != nil {
+		now := time.Now().UTC()
+		rec.State, rec.StoppedAt = agentapi.SessionExited, &now
+		m.o.Store.UpdateAgentSession(context.WithoutCancel(ctx), rec)
+		return fail(agentapi.E("runner.start", agentapi.KindUnavailable, fmt.Errorf("starting the %s agent failed", req.Agent)))
+	}
+	s.term = term
+	a := agent.New(term, agent.Options{
+		Type: entry.Type, InitialPrompt: req.InitialPrompt, SettleWindow: m.o.SettleWindow,
+		Logger: m.log.With("session", rec.ID, "tenant", tenantID),
+	})
+	ag.Store(a)
+	a.Output()
+	s.agent = a
+	srv, err := agenthttp.New(agenthttp.Config{
+		Agent: a, AgentType: entry.Type, UploadDir: filepath.Join(s.workdir, "uploads"),
+		Embedded: true, Version: m.o.Version, Logger: m.log,
+	})
+	if err != nil {
+		return fail(agentapi.E("runner.start", agentapi.KindInternal, err))
+	}
+	s.handler = srv.Handler()
+	s.lastUsed.Store(time.Now().UnixNano())
+
+	s.writerWG.Add(1)
+	go m.writeTranscript(s)
+	go m.watchExit(s)
+	m.log.Info("agent session started", "session", rec.ID, "tenant", tenantID, "user", userID, "agent", req.Agent)
+	return rec, nil
+}
+
+// checkLimits reports whether one more session fits. Caller holds m.mu.
+func (m *Manager) checkLimits(tenantID, userID string) error {
+	var perTenant, perUser int
+	for _, s := range m.running {
+		if s.rec.TenantID == tenantID {
+			perTenant++
+			if s.rec.UserID == userID {
+				perUser++
+			}
+		}
+	}
+	if m.o.MaxPerTenant > 0 && perTenant >= m.o.MaxPerTenant {
+		return agentapi.E("runner.start", agentapi.KindRateLimited, fmt.Errorf("%w: the tenant already runs %d sessions (the limit); stop one first", ErrLimit, perTenant))
+	}
+	if m.o.MaxPerUser > 0 && perUser >= m.o.MaxPerUser {
+		return agentapi.E("runner.start", agentapi.KindRateLimited, fmt.Errorf("%w: you already run %d sessions (the limit); stop one first", ErrLimit, perUser))
+	}
+	return nil
+}
+
+// environment is what an agent sees: a minimal base (never the server's
+// own environment, which holds its secrets), the catalog entry's
+// variables, then the tenant's.
+func (m *Manager) environment(ctx context.Context, tenantID string, entry Agent, workdir string) ([]string, error) {
+	env := map[string]string{
+		"HOME": workdir,
+		"PATH": os.Getenv("PATH"),
+		"LANG": "C.UTF-8",
+	}
+	if env["PATH"] == "" {
+		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+	}
+	for k, v := range entry.Env {
+		env[k] = v
+	}
+	if m.o.Env != nil {
+		extra, err := m.o.Env(ctx, tenantID)
+		if err != nil {
+			return nil, fmt.Errorf("loading the tenant's secrets: %w", err)
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// writeTranscript copies every message update to the store as it happens,
+// resuming from the event log when it falls behind.
+func (m *Manager) writeTranscript(s *session) {
+	defer s.writerWG.Done()
+	var last int64
+	for {
+		first, ch, cancel := s.agent.Subscribe(last)
+		for _, ev := range first {
+			m.record(s, ev)
+			if ev.ID > last {
+				last = ev.ID
+			}
+		}
+		for ev := range ch {
+			m.record(s, ev)
+			last = ev.ID
+		}
+		cancel()
+		select {
+		case <-s.agent.Closed():
+			return
+		default:
+			// The subscription was dropped for falling behind: resume.
+		}
+	}
+}
+
+func (m *Manager) record(s *session, ev agent.Event) {
+	u, ok := ev.Data.(agent.MessageUpdate)
+	if !ok {
+		return
+	}
+	msg := agentapi.Message{ID: u.ID, Role: u.Role, Content: u.Message, Time: u.Time}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.o.Store.PutMessage(ctx, s.rec.TenantID, s.rec.ID, msg); err != nil {
+		m.log.Error("writing a transcript message failed; it is written again when the session stops", "session", s.rec.ID, "error", err)
+	}
+}
+
+func (m *Manager) watchExit(s *session) {
+	select {
+	case <-s.term.Done():
+		m.finish(s, agentapi.SessionExited, s.term.ExitErr())
+	case <-s.stopped:
+	}
+}
+
+// finish stops the agent (if running), writes the complete transcript and
+// the final state, and forgets the session.
+func (m *Manager) finish(s *session, state string, exitErr error) {
+	s.stopOnce.Do(func() {
+		if state == agentapi.SessionExited {
+			s.agent.Exited(exitErr)
+		}
+		s.term.Close(5 * time.Second)
+		s.agent.Close()
+		s.writerWG.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// The final write covers any update the live writer could not store.
+		for _, msg := range s.agent.Messages() {
+			if err := m.o.Store.PutMessage(ctx, s.rec.TenantID, s.rec.ID, msg); err != nil {
+				m.log.Error("writing the final transcript failed", "session", s.rec.ID, "error", err)
+				break
+			}
+		}
+		now := time.Now().UTC()
+		rec := s.rec
+		rec.State, rec.StoppedAt = state, &now
+		rec.LastActivityAt = time.Unix(0, s.lastUsed.Load()).UTC()
+		if err := m.o.Store.UpdateAgentSession(ctx, rec); err != nil {
+			m.log.Error("recording the session's end failed", "session", s.rec.ID, "error", err)
+		}
+		m.mu.Lock()
+		delete(m.running, s.rec.ID)
+		m.mu.Unlock()
+		close(s.stopped)
+		m.log.Info("agent session ended", "session", s.rec.ID, "state", state)
+	})
+	<-s.stopped
+}
+
+// Stop stops a running session of the tenant. A session that is not
+// running here is KindNotFound when unknown, KindConflict when it has
+// already ended.
+func (m *Manager) Stop(ctx context.Context, tenantID, id string) error {
+	m.mu.Lock()
+	s, ok := m.running[id]
+	m.mu.Unlock()
+	if !ok || s.rec.TenantID != tenantID || s.agent == nil {
+		if _, err := m.o.Store.GetAgentSession(ctx, tenantID, id); err != nil {
+			return err
+		}
+		return agentapi.E("runner.stop", agentapi.KindConflict, errors.New("the session is not running"))
+	}
+	m.finish(s, agentapi.SessionStopped, nil)
+	return nil
+}
+
+// Handler returns the agent API of a running session of the tenant, and
+// records its use for the idle timeout.
+func (m *Manager) Handler(tenantID, id string) (http.Handler, bool) {
+	m.mu.Lock()
+	s, ok := m.running[id]
+	m.mu.Unlock()
+	if !ok || s.rec.TenantID != tenantID || s.handler == nil {
+		return nil, false
+	}
+	s.lastUsed.Store(time.Now().UnixNano())
+	return s.handler, true
+}
+
+// Running reports how many sessions run here.
+func (m *Manager) Running() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.running)
+}
+
+func (m *Manager) janitor(ctx context.Context) {
+	defer close(m.janitorDone)
+	if m.o.IdleTimeout <= 0 {
+		<-ctx.Done()
+		return
+	}
+	every := min(m.o.IdleTimeout/4, time.Minute)
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-m.o.IdleTimeout).UnixNano()
+		m.mu.Lock()
+		var idle []*session
+		for _, s := range m.running {
+			if s.agent != nil && s.lastUsed.Load() < cutoff && s.agent.Status() == agentapi.StatusStable {
+				idle = append(idle, s)
+			}
+		}
+		m.mu.Unlock()
+		for _, s := range idle {
+			m.log.Info("stopping an idle agent session", "session", s.rec.ID, "idle_timeout", m.o.IdleTimeout)
+			m.finish(s, agentapi.SessionStopped, nil)
+		}
+	}
+}
+
+// Close stops every session (transcripts saved) and refuses new ones.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	var all []*session
+	for _, s := range m.running {
+		if s.agent != nil {
+			all = append(all, s)
+		}
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.finish(s, agentapi.SessionStopped, nil)
+		}()
+	}
+	wg.Wait()
+	m.stopJanitor()
+	<-m.janitorDone
+}
+
+func safeSegment(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r == 0 || r == '.' {
+			return '_'
+		}
+		return r
+	}, s)
+}
