@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -215,11 +216,17 @@ func (s *Server) routes() {
 		Summary: "Subscribe to the screen", Hidden: true,
 	}, map[string]any{"screen": ScreenUpdate{}}, s.screen)
 
+	// Relative redirects, so they also work where this API is mounted under
+	// a prefix (a reverse proxy, or /v1/sessions/{id}/ in serve).
+	// (http.Redirect would resolve them against the request's path, which
+	// is the mounted one.)
 	s.router.Get("/", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, s.cfg.ChatBasePath+"/", http.StatusTemporaryRedirect)
+		w.Header().Set("Location", strings.TrimPrefix(s.cfg.ChatBasePath, "/")+"/")
+		w.WriteHeader(http.StatusTemporaryRedirect)
 	})
 	s.router.Get(s.cfg.ChatBasePath, func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, s.cfg.ChatBasePath+"/", http.StatusMovedPermanently)
+		w.Header().Set("Location", path.Base(s.cfg.ChatBasePath)+"/")
+		w.WriteHeader(http.StatusMovedPermanently)
 	})
 	s.router.Get(s.cfg.ChatBasePath+"/*", s.chat)
 }

@@ -546,3 +546,25 @@ func TestTenantSecretsReachAgentsSealed(t *testing.T) {
 		t.Fatalf("globex's agent received acme's secret: %s", got)
 	}
 }
+
+func TestSessionChatPageUnderItsPrefix(t *testing.T) {
+	p := newPlane(t)
+	p.do("root", "POST", "/v1/admin/tenants", map[string]string{"id": "acme", "name": "Acme"})
+	p.seedUser("alice", "acme", agentapi.RoleMember)
+	_, s := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "echo"})
+	base := p.srv.URL + "/v1/sessions/" + s["id"].(string) + "/"
+	client := &http.Client{}
+	req, _ := http.NewRequest("GET", base, nil)
+	req.Header.Set("Authorization", "Bearer "+p.keys["alice"])
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Redirected (with the credential re-sent by the test's client rules:
+	// same host) to the session's own chat page, not the root's.
+	if resp.Request.URL.Path != "/v1/sessions/"+s["id"].(string)+"/chat/" || !strings.Contains(string(body), "<title>AgentAPI chat</title>") {
+		t.Fatalf("landed on %s (%d)", resp.Request.URL.Path, resp.StatusCode)
+	}
+}

@@ -1,7 +1,7 @@
 // Command agentbench measures what terminal agent sessions cost, with the
 // built-in demo agent running as a real process (`agentapi demo-agent`):
 //
-//	go run ./bench/agentbench [-sessions 100] [-idle 10s] [-active 3s] [-latency-rounds 20]
+//	go run ./bench/agentbench [-sessions 100] [-idle 10s] [-active 3s] [-active-subset 10] [-latency-rounds 20]
 //
 // It builds the agentapi binary once, then:
 //
@@ -11,8 +11,9 @@
 //     the demo agents' CPU (/proc/<pid>/stat), and the memory per session:
 //     Go heap in use after GC and this process's RSS, both against a
 //     baseline taken before any session started, and the demo agents' RSS
-//     and PSS. Then it sends every session a message, so every demo agent
-//     shows its spinner for -think, and measures CPU again over -active.
+//     and PSS. Then it sends -active-subset sessions, and then all of them,
+//     a message, so that their demo agents show the spinner for -think,
+//     and measures CPU again over -active each time.
 //  2. Latency, through the real server: `agentapi server --type echo
 //     --port 0 -- agentapi demo-agent --think 0s`. For each round it waits
 //     until GET /status is stable, POSTs /message and times the POST, the
