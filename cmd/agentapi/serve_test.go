@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -129,4 +130,55 @@ func TestServeBootstrapKeyPrintedOnce(t *testing.T) {
 	if strings.Contains(logs2.String(), "agk_") {
 		t.Fatalf("a second start printed a key again:\n%s", logs2.String())
 	}
+}
+
+// TestTranscriptSurvivesRestart: messages exchanged with an agent session
+// are read back after the server was stopped and started again.
+func TestTranscriptSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "AGENTAPI_ADMIN_API_KEY=" + testAdminKey, "AGENTAPI_INSTANCE_ID=one"}
+	cmd, addr, _ := started(t, env, "serve", "--port", "0")
+	base := "http://" + addr
+	code, s := call(t, "POST", base+"/v1/sessions", testAdminKey, map[string]string{"agent_type": "echo", "initial_prompt": "keep this"})
+	if code != 200 {
+		t.Fatalf("start session: %d %v", code, s)
+	}
+	id := s["id"].(string)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, m := call(t, "GET", base+"/v1/sessions/"+id+"/messages", testAdminKey, nil)
+		if strings.Contains(fmtJSON(m), "Echo: keep this") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reply: %v", m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(interruptSignal)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+
+	_, addr2, _ := started(t, env, "serve", "--port", "0")
+	base = "http://" + addr2
+	code, m := call(t, "GET", base+"/v1/sessions/"+id+"/messages", testAdminKey, nil)
+	if code != 200 || !strings.Contains(fmtJSON(m), "user keep this") || !strings.Contains(fmtJSON(m), "agent Echo: keep this") {
+		t.Fatalf("transcript after restart: %d %v", code, m)
+	}
+	if _, sess := call(t, "GET", base+"/v1/sessions/"+id, testAdminKey, nil); sess["state"] != "stopped" {
+		t.Fatalf("session state after a clean restart: %v", sess)
+	}
+}
+
+// fmtJSON flattens a messages answer to "role content" lines.
+func fmtJSON(m map[string]any) string {
+	var b strings.Builder
+	list, _ := m["messages"].([]any)
+	for _, x := range list {
+		mm, _ := x.(map[string]any)
+		b.WriteString(fmt.Sprint(mm["role"], " ", mm["content"], "\n"))
+	}
+	return b.String()
 }
