@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"net"
 	"net/url"
 	"os"
@@ -133,7 +134,7 @@ func Start(t testing.TB) *Server {
 	}
 
 	if err := s.initdb(initdb); err != nil {
-		t.Fatalf("pgtest: initdb failed: %v\n--- tail of %s ---\n%s", err, s.logPath, tail(readFrom(s.logPath, 0), 40))
+		t.Fatalf("pgtest: initdb failed: %v\n--- tail of %s ---\n%s", err, s.logPath, testproc.LogTail(s.logPath, 0, 40))
 	}
 
 	t.Cleanup(s.shutdown)
@@ -141,12 +142,12 @@ func Start(t testing.TB) *Server {
 	// retry on that specific failure.
 	const attempts = 3
 	for i := 1; ; i++ {
-		port, err := freePort()
+		port, err := testproc.FreePort()
 		if err != nil {
 			t.Fatalf("pgtest: finding a free port: %v", err)
 		}
 		s.port = port
-		logStart := fileSize(s.logPath)
+		logStart := testproc.LogSize(s.logPath)
 		err = s.launch()
 		if err == nil {
 			err = s.waitReady(StartTimeout)
@@ -155,12 +156,12 @@ func Start(t testing.TB) *Server {
 			return s
 		}
 		s.shutdown()
-		logPart := readFrom(s.logPath, logStart)
+		logPart := testproc.LogTail(s.logPath, logStart, 40)
 		if i < attempts && strings.Contains(logPart, "Address already in use") {
 			continue
 		}
 		t.Fatalf("pgtest: postgres on %s did not become ready: %v\n--- tail of %s ---\n%s",
-			s.addr(), err, s.logPath, tail(logPart, 40))
+			s.addr(), err, s.logPath, logPart)
 		return nil
 	}
 }
@@ -187,17 +188,8 @@ func (s *Server) Pid() int {
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
 	s.shutdown()
-	deadline := time.Now().Add(StartTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
-		if err != nil {
-			return
-		}
-		_ = c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("pgtest: %s still accepts connections %v after the server was stopped", s.addr(), StartTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testproc.WaitRefused(s.addr(), StartTimeout); err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
 }
 
@@ -206,7 +198,7 @@ func (s *Server) Stop(t testing.TB) {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop(t)
-	logStart := fileSize(s.logPath)
+	logStart := testproc.LogSize(s.logPath)
 	err := s.launch()
 	if err == nil {
 		err = s.waitReady(StartTimeout)
@@ -214,7 +206,7 @@ func (s *Server) Restart(t testing.TB) {
 	if err != nil {
 		s.shutdown()
 		t.Fatalf("pgtest: restarted postgres on %s did not become ready: %v\n--- tail of %s ---\n%s",
-			s.addr(), err, s.logPath, tail(readFrom(s.logPath, logStart), 40))
+			s.addr(), err, s.logPath, testproc.LogTail(s.logPath, logStart, 40))
 	}
 }
 
@@ -593,41 +585,4 @@ func serverEnv() []string {
 		env = append(env, kv)
 	}
 	return append(env, "LC_ALL=C")
-}
-
-// freePort asks the kernel for a currently unused TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-func readFrom(path string, offset int64) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	if offset > int64(len(b)) {
-		offset = 0
-	}
-	return string(b[offset:])
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -23,6 +23,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"io"
 	"net"
 	"net/url"
@@ -128,12 +129,12 @@ func Start(t testing.TB, opts Options) *Server {
 	// redis-server binds it; retry a couple of times on that specific failure.
 	const attempts = 3
 	for i := 1; ; i++ {
-		port, err := freePort()
+		port, err := testproc.FreePort()
 		if err != nil {
 			t.Fatalf("redistest: finding a free port: %v", err)
 		}
 		s.port = port
-		logStart := fileSize(s.logPath)
+		logStart := testproc.LogSize(s.logPath)
 		err = s.launch()
 		if err == nil {
 			err = s.waitReady(StartTimeout)
@@ -142,12 +143,12 @@ func Start(t testing.TB, opts Options) *Server {
 			return s
 		}
 		s.kill()
-		logPart := readFrom(s.logPath, logStart)
+		logPart := testproc.LogTail(s.logPath, logStart, 40)
 		if i < attempts && strings.Contains(logPart, "Address already in use") {
 			continue
 		}
 		t.Fatalf("redistest: redis-server on %s did not become ready: %v\n--- tail of %s ---\n%s",
-			s.Addr(), err, s.logPath, tail(logPart, 40))
+			s.Addr(), err, s.logPath, logPart)
 		return nil
 	}
 }
@@ -202,17 +203,8 @@ func (s *Server) Pid() int {
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
 	s.kill()
-	deadline := time.Now().Add(StartTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
-		if err != nil {
-			return
-		}
-		_ = c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("redistest: %s still accepts connections %v after the server was killed", s.Addr(), StartTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testproc.WaitRefused(s.Addr(), StartTimeout); err != nil {
+		t.Fatalf("redistest: %v", err)
 	}
 }
 
@@ -221,7 +213,7 @@ func (s *Server) Stop(t testing.TB) {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop(t)
-	logStart := fileSize(s.logPath)
+	logStart := testproc.LogSize(s.logPath)
 	err := s.launch()
 	if err == nil {
 		err = s.waitReady(StartTimeout)
@@ -229,7 +221,7 @@ func (s *Server) Restart(t testing.TB) {
 	if err != nil {
 		s.kill()
 		t.Fatalf("redistest: restarted redis-server on %s did not become ready: %v\n--- tail of %s ---\n%s",
-			s.Addr(), err, s.logPath, tail(readFrom(s.logPath, logStart), 40))
+			s.Addr(), err, s.logPath, testproc.LogTail(s.logPath, logStart, 40))
 	}
 }
 
@@ -379,43 +371,4 @@ func roundTrip(w io.Writer, r *bufio.Reader, want string, args ...string) error 
 		return fmt.Errorf("%s: got reply %q, want %q", args[0], line, want)
 	}
 	return nil
-}
-
-// freePort asks the kernel for a currently unused TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// readFrom returns the content of path from offset on (best effort).
-func readFrom(path string, offset int64) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	if offset > int64(len(b)) {
-		offset = 0
-	}
-	return string(b[offset:])
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
