@@ -52,13 +52,13 @@ func run() int {
 		url = os.Getenv("REDIS_URL")
 	}
 	if url == "" {
-		srv, err := startRedis()
+		srv, err := bench.StartRedis()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "authbench:", err)
 			return 1
 		}
-		defer srv.stop()
-		url = srv.url
+		defer srv.Close()
+		url = srv.URL()
 	}
 
 	setup, err := native.Dial(ctx, native.Options{URL: url, ConnectTimeout: 5 * time.Second})

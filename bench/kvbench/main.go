@@ -115,7 +115,7 @@ func run() int {
 		serverNote = "from $REDIS_URL"
 	}
 	if cfg.redisURL == "" {
-		srv, err := startRedis()
+		srv, err := bench.StartRedis()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "kvbench:", err)
 			return 1

@@ -1,9 +1,10 @@
-package main
+package bench
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"net"
 	"os"
 	"os/exec"
@@ -13,28 +14,28 @@ import (
 	"time"
 )
 
-// redisServer is a private redis-server started by kvbench.
-type redisServer struct {
+// RedisServer is a private redis-server for one benchmark run.
+type RedisServer struct {
 	cmd  *exec.Cmd
 	dir  string
 	port int
 	done chan struct{}
 }
 
-// startRedis launches redis-server on a free loopback port with persistence
+// StartRedis launches redis-server on a free loopback port with persistence
 // off and waits until it answers PING.
-func startRedis() (*redisServer, error) {
+func StartRedis() (*RedisServer, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("no -redis URL, no REDIS_URL and redis-server is not on PATH (apt-get install redis-server): %w", err)
 	}
-	dir, err := os.MkdirTemp("", "kvbench-redis-")
+	dir, err := os.MkdirTemp("", "bench-redis-")
 	if err != nil {
 		return nil, err
 	}
 	var lastErr error
 	for range 3 { // the free port can be taken before redis binds it
-		port, err := freePort()
+		port, err := testproc.FreePort()
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err
@@ -48,17 +49,17 @@ func startRedis() (*redisServer, error) {
 			"--dir", dir,
 			"--logfile", logPath,
 		)
-		cmd.SysProcAttr = sysProcAttr()
+		cmd.SysProcAttr = killWithParent()
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		s := &redisServer{cmd: cmd, dir: dir, port: port, done: make(chan struct{})}
+		s := &RedisServer{cmd: cmd, dir: dir, port: port, done: make(chan struct{})}
 		go func() { cmd.Wait(); close(s.done) }()
 		if err := s.waitReady(5 * time.Second); err == nil {
 			return s, nil
 		} else {
-			lastErr = fmt.Errorf("%w\n%s", err, tailFile(logPath, 20))
+			lastErr = fmt.Errorf("%w\n%s", err, testproc.LogTail(logPath, 0, 20))
 		}
 		s.kill()
 		os.Remove(logPath)
@@ -67,9 +68,10 @@ func startRedis() (*redisServer, error) {
 	return nil, fmt.Errorf("redis-server did not start: %w", lastErr)
 }
 
-func (s *redisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d", s.port) }
+// URL is the server's redis:// URL.
+func (s *RedisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d", s.port) }
 
-func (s *redisServer) waitReady(limit time.Duration) error {
+func (s *RedisServer) waitReady(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	var err error
@@ -79,7 +81,7 @@ func (s *redisServer) waitReady(limit time.Duration) error {
 			return errors.New("redis-server exited")
 		default:
 		}
-		if err = ping(addr); err == nil {
+		if err = pingRESP(addr); err == nil {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -87,7 +89,7 @@ func (s *redisServer) waitReady(limit time.Duration) error {
 	return fmt.Errorf("no PONG within %v: %v", limit, err)
 }
 
-func ping(addr string) error {
+func pingRESP(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -108,7 +110,7 @@ func ping(addr string) error {
 }
 
 // kill stops the server (SIGKILL; it persists nothing) and waits for it.
-func (s *redisServer) kill() {
+func (s *RedisServer) kill() {
 	if s.cmd.Process != nil {
 		s.cmd.Process.Kill()
 		select {
@@ -119,28 +121,7 @@ func (s *redisServer) kill() {
 }
 
 // Close kills the server and removes its directory.
-func (s *redisServer) Close() {
+func (s *RedisServer) Close() {
 	s.kill()
 	os.RemoveAll(s.dir)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
