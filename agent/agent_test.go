@@ -178,8 +178,10 @@ func TestIgnoredMessageIsRecordedAndReported(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- r.a.Send(context.Background(), "hello") }()
 	<-r.scr.writes
+	r.clk.awaitTimer(t, 2*time.Second)
 	r.clk.Advance(2 * time.Second) // paste not shown: Enter is typed anyway
 	<-r.scr.writes
+	r.clk.awaitTimer(t, 5*time.Second)
 	r.clk.Advance(5 * time.Second) // nothing reacts
 	if err := <-errc; !errors.Is(err, ErrIgnored) {
 		t.Fatalf("Send: %v, want ErrIgnored", err)

@@ -142,3 +142,25 @@ func (s *fakeScreen) draw(lines ...string) {
 	s.text = strings.Join(lines, "\n")
 	s.version++
 }
+
+// awaitTimer waits (bounded) until a timer due d from now is pending: a
+// goroutine under test has registered it, so advancing the clock by d
+// fires it rather than passing it by.
+func (c *fakeClock) awaitTimer(t interface{ Fatalf(string, ...any) }, d time.Duration) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		due := c.now.Add(d)
+		for _, tm := range c.timers {
+			if !tm.stopped && tm.at.Equal(due) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no timer due in %v was registered", d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
