@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,6 +43,8 @@ const (
 	DefaultMaxSessionsUser         = 5
 	DefaultAgentIdleTimeout        = 30 * time.Minute
 	DefaultLoginMaxLifetime        = 24 * time.Hour
+	DefaultLoginPerMinute          = 10
+	DefaultLoginBurst              = 5
 
 	// PlaceholderTokenKey is the value shipped in example .env files; it
 	// is rejected so that nobody runs with a published key.
@@ -135,8 +138,16 @@ func (r Redis) RESTConfigured() bool { return r.RESTURL != "" && r.RESTToken != 
 // RateLimit holds the RATE_LIMIT_* settings.
 type RateLimit struct {
 	Enabled           bool
-	RequestsPerMinute int
+	RequestsPerMinute int // per user
 	Burst             int
+	IPPerMinute       int // per client IP; defaults to RequestsPerMinute
+	IPBurst           int
+	LoginPerMinute    int // logins per client IP
+	LoginBurst        int
+	// FailClosed refuses requests while the shared limiter is unreachable;
+	// the default serves them under local limits.
+	FailClosed     bool
+	TrustedProxies []netip.Prefix
 }
 
 // CircuitBreaker holds the CIRCUIT_BREAKER_* settings.
@@ -311,6 +322,32 @@ func Load(args []string, env Env) (*Config, error) {
 	c.RateLimit.Enabled = r.boolean("RATE_LIMIT_ENABLED", true)
 	c.RateLimit.RequestsPerMinute = r.positive("RATE_LIMIT_REQUESTS_PER_MINUTE", DefaultRateLimitPerMinute)
 	c.RateLimit.Burst = r.nonNegative("RATE_LIMIT_BURST_SIZE", DefaultRateLimitBurst)
+	c.RateLimit.IPPerMinute = r.positive("RATE_LIMIT_IP_REQUESTS_PER_MINUTE", c.RateLimit.RequestsPerMinute)
+	c.RateLimit.IPBurst = r.nonNegative("RATE_LIMIT_IP_BURST_SIZE", c.RateLimit.Burst)
+	c.RateLimit.LoginPerMinute = r.positive("RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE", DefaultLoginPerMinute)
+	c.RateLimit.LoginBurst = r.nonNegative("RATE_LIMIT_LOGIN_BURST_SIZE", DefaultLoginBurst)
+	switch v := strings.ToLower(r.str("RATE_LIMIT_FAILURE_POLICY", "open")); v {
+	case "open":
+	case "closed":
+		c.RateLimit.FailClosed = true
+	default:
+		r.bad("RATE_LIMIT_FAILURE_POLICY", v, "want open (local limits while Redis is down) or closed (refuse)")
+	}
+	if raw, ok := r.get("TRUSTED_PROXIES"); ok {
+		for _, part := range strings.Split(raw, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			if p, err := netip.ParsePrefix(part); err == nil {
+				c.RateLimit.TrustedProxies = append(c.RateLimit.TrustedProxies, p.Masked())
+			} else if a, err := netip.ParseAddr(part); err == nil {
+				c.RateLimit.TrustedProxies = append(c.RateLimit.TrustedProxies, netip.PrefixFrom(a, a.BitLen()))
+			} else {
+				r.bad("TRUSTED_PROXIES", part, "want IP addresses or CIDRs, comma-separated")
+			}
+		}
+	}
 
 	// Circuit breaker
 	c.CircuitBreaker.Enabled = r.boolean("CIRCUIT_BREAKER_ENABLED", true)

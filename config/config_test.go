@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -149,6 +150,18 @@ func TestVariables(t *testing.T) {
 		{name: "RATE_LIMIT_BURST_SIZE zero ok", env: map[string]string{"RATE_LIMIT_BURST_SIZE": "0"}, field: func(c *Config) any { return c.RateLimit.Burst }, want: 0},
 		{name: "RATE_LIMIT_BURST_SIZE negative", env: map[string]string{"RATE_LIMIT_BURST_SIZE": "-5"}, err: `RATE_LIMIT_BURST_SIZE="-5"`},
 
+		{name: "RATE_LIMIT_IP_* default to RATE_LIMIT_*", env: map[string]string{"RATE_LIMIT_REQUESTS_PER_MINUTE": "120", "RATE_LIMIT_BURST_SIZE": "20"}, field: func(c *Config) any { return fmt.Sprint(c.RateLimit.IPPerMinute, "/", c.RateLimit.IPBurst) }, want: "120/20"},
+		{name: "RATE_LIMIT_IP_REQUESTS_PER_MINUTE", env: map[string]string{"RATE_LIMIT_IP_REQUESTS_PER_MINUTE": "300"}, field: func(c *Config) any { return c.RateLimit.IPPerMinute }, want: 300},
+		{name: "RATE_LIMIT_IP_REQUESTS_PER_MINUTE bad", env: map[string]string{"RATE_LIMIT_IP_REQUESTS_PER_MINUTE": "0"}, err: "RATE_LIMIT_IP_REQUESTS_PER_MINUTE"},
+		{name: "RATE_LIMIT_IP_BURST_SIZE", env: map[string]string{"RATE_LIMIT_IP_BURST_SIZE": "3"}, field: func(c *Config) any { return c.RateLimit.IPBurst }, want: 3},
+		{name: "RATE_LIMIT_IP_BURST_SIZE bad", env: map[string]string{"RATE_LIMIT_IP_BURST_SIZE": "-3"}, err: "RATE_LIMIT_IP_BURST_SIZE"},
+		{name: "RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE default", field: func(c *Config) any { return fmt.Sprint(c.RateLimit.LoginPerMinute, "/", c.RateLimit.LoginBurst) }, want: "10/5"},
+		{name: "RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE bad", env: map[string]string{"RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE": "lots"}, err: "RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE"},
+		{name: "RATE_LIMIT_LOGIN_BURST_SIZE", env: map[string]string{"RATE_LIMIT_LOGIN_BURST_SIZE": "1"}, field: func(c *Config) any { return c.RateLimit.LoginBurst }, want: 1},
+		{name: "RATE_LIMIT_FAILURE_POLICY closed", env: map[string]string{"RATE_LIMIT_FAILURE_POLICY": "closed"}, field: func(c *Config) any { return c.RateLimit.FailClosed }, want: true},
+		{name: "RATE_LIMIT_FAILURE_POLICY bad", env: map[string]string{"RATE_LIMIT_FAILURE_POLICY": "maybe"}, err: "RATE_LIMIT_FAILURE_POLICY"},
+		{name: "TRUSTED_PROXIES", env: map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7"}, field: func(c *Config) any { return prefixes(c.RateLimit.TrustedProxies) }, want: "10.0.0.0/8,192.168.1.7/32"},
+		{name: "TRUSTED_PROXIES bad", env: map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, err: `TRUSTED_PROXIES="proxy.local"`},
 		{name: "CIRCUIT_BREAKER_ENABLED off", env: map[string]string{"CIRCUIT_BREAKER_ENABLED": "off"}, field: func(c *Config) any { return c.CircuitBreaker.Enabled }, want: false},
 		{name: "CIRCUIT_BREAKER_ENABLED bad", env: map[string]string{"CIRCUIT_BREAKER_ENABLED": "2"}, err: `CIRCUIT_BREAKER_ENABLED="2"`},
 		{name: "CIRCUIT_BREAKER_FAILURE_THRESHOLD", env: map[string]string{"CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3"}, field: func(c *Config) any { return c.CircuitBreaker.FailureThreshold }, want: 3},
@@ -312,6 +325,7 @@ func TestVariablesMatchDevelopersList(t *testing.T) {
 		"SESSION_STORAGE", "SESSION_TTL", "SESSION_CLEANUP_INTERVAL", "TOKEN_ENCRYPTION_KEY",
 		"PORT", "DATABASE_URL", "AGENTAPI_DATA_DIR", "LOG_LEVEL", "LOG_FORMAT",
 		"TOKEN_ENCRYPTION_KEY_PREVIOUS", "AGENTAPI_AGENTS_FILE", "AGENTAPI_ADMIN_API_KEY", "AGENTAPI_MAX_SESSIONS_PER_TENANT",
+		"RATE_LIMIT_IP_REQUESTS_PER_MINUTE", "RATE_LIMIT_IP_BURST_SIZE", "RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE", "RATE_LIMIT_LOGIN_BURST_SIZE", "RATE_LIMIT_FAILURE_POLICY", "TRUSTED_PROXIES",
 		"AGENTAPI_MAX_SESSIONS_PER_USER", "AGENTAPI_SESSION_IDLE_TIMEOUT", "AGENTAPI_SESSION_MAX_LIFETIME", "AGENTAPI_SECURE_COOKIES", "AGENTAPI_INSTANCE_ID"}
 	read := map[string]bool{}
 	for _, v := range Variables() {

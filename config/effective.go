@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +115,12 @@ func (c *Config) Effective() [][2]string {
 		{"RATE_LIMIT_ENABLED", fmt.Sprint(c.RateLimit.Enabled)},
 		{"RATE_LIMIT_REQUESTS_PER_MINUTE", fmt.Sprint(c.RateLimit.RequestsPerMinute)},
 		{"RATE_LIMIT_BURST_SIZE", fmt.Sprint(c.RateLimit.Burst)},
+		{"RATE_LIMIT_IP_REQUESTS_PER_MINUTE", fmt.Sprint(c.RateLimit.IPPerMinute)},
+		{"RATE_LIMIT_IP_BURST_SIZE", fmt.Sprint(c.RateLimit.IPBurst)},
+		{"RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE", fmt.Sprint(c.RateLimit.LoginPerMinute)},
+		{"RATE_LIMIT_LOGIN_BURST_SIZE", fmt.Sprint(c.RateLimit.LoginBurst)},
+		{"RATE_LIMIT_FAILURE_POLICY", map[bool]string{false: "open", true: "closed"}[c.RateLimit.FailClosed]},
+		{"TRUSTED_PROXIES", orUnset(prefixes(c.RateLimit.TrustedProxies))},
 		{"CIRCUIT_BREAKER_ENABLED", fmt.Sprint(c.CircuitBreaker.Enabled)},
 		{"CIRCUIT_BREAKER_FAILURE_THRESHOLD", fmt.Sprint(c.CircuitBreaker.FailureThreshold)},
 		{"CIRCUIT_BREAKER_SUCCESS_THRESHOLD", fmt.Sprint(c.CircuitBreaker.SuccessThreshold)},
@@ -141,4 +148,12 @@ func secs(d time.Duration) string {
 		return fmt.Sprintf("%ds", d/time.Second)
 	}
 	return d.String()
+}
+
+func prefixes(ps []netip.Prefix) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ",")
 }

@@ -434,3 +434,16 @@ func (s *Switch) Status() SwitchStatus {
 	}
 	return st
 }
+
+// Caching reports whether reads through DoCached are currently served from
+// a client-side cache that the server keeps current (the active endpoint is
+// native with CLIENT TRACKING on). Callers that cache reads themselves when
+// there is none (breakers over REST) ask this.
+func (s *Switch) Caching() bool {
+	_, c, err := s.pick()
+	if err != nil {
+		return false
+	}
+	cc, ok := c.(interface{ Caching() bool })
+	return ok && cc.Caching()
+}

@@ -18,7 +18,7 @@ const (
 	// as real-time backends wait it out, but long enough that scheduling
 	// noise (a loaded CI machine, -race) does not expire an entry the
 	// suite keeps using every sessShortTTL/3.
-	sessShortTTL = 600 * time.Millisecond
+	sessShortTTL = 1500 * time.Millisecond
 	// sessLongTTL is the ttl of entries that must not expire during a test.
 	sessLongTTL = time.Hour
 	// sessInvalidationWithin bounds how long a change made through one
