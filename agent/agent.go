@@ -76,6 +76,10 @@ type Options struct {
 	Restore []agentapi.Message
 	Clock   Clock
 	Logger  *slog.Logger
+	// Guard, when set, admits each delivery of a message and is told how it
+	// ended (a circuit breaker per agent type). A refusal fails Send with
+	// the guard's error and types nothing.
+	Guard func(ctx context.Context) (done func(error), err error)
 }
 
 // Errors from Send, each an *agentapi.Error with the kind the HTTP layer
@@ -377,13 +381,29 @@ func (a *Agent) send(ctx context.Context, content string, initial bool) error {
 		a.mu.Unlock()
 		return ErrNotReady
 	}
-	a.sending = true
+	a.sending = true // reserved: no other Send passes the checks above
+	a.mu.Unlock()
+	// The guard may ask Redis: never with the lock held, which Status and
+	// Messages take.
+	done := func(error) {}
+	if a.o.Guard != nil {
+		d, err := a.o.Guard(ctx)
+		if err != nil {
+			a.mu.Lock()
+			a.sending = false
+			a.mu.Unlock()
+			return err
+		}
+		done = d
+	}
+	a.mu.Lock()
 	a.setStatus(agentapi.StatusRunning)
 	before := a.screen
 	baseline := screenLines(before)
 	a.mu.Unlock()
 
 	err := a.deliver(ctx, content, before)
+	done(err)
 
 	a.mu.Lock()
 	defer a.mu.Unlock()

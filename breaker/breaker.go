@@ -341,6 +341,12 @@ func (d *cacheDetector) cached() bool {
 	return ok && cc.Caching()
 }
 
+// Guard returns the Allow of breaker name, in the shape that packages
+// taking a guard (runner, sql) accept without importing this one.
+func (r *Registry) Guard(name string) func(ctx context.Context) (done func(error), err error) {
+	return r.Get(name).Allow
+}
+
 // Breaker is one named circuit breaker. It is safe for concurrent use.
 type Breaker struct {
 	name string

@@ -125,3 +125,8 @@ func (a *authenticator) middleware(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
+
+// contextWithPrincipal attaches p to ctx (tests build principals directly).
+func contextWithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}

@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/breaker"
 )
 
 // Problem is an RFC 9457 problem details body.
@@ -51,6 +54,9 @@ func WriteError(w http.ResponseWriter, err error) {
 		detail = "internal error"
 	} else if e.Err != nil {
 		detail = e.Err.Error()
+	}
+	if d := breaker.RetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
 	}
 	WriteProblem(w, status, detail)
 }

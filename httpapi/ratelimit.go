@@ -175,8 +175,10 @@ func forwardedFor(h http.Header) []string {
 					continue
 				}
 				val = strings.Trim(val, `"`)
-				val = strings.TrimPrefix(strings.TrimSuffix(val, "]"), "[")
-				if ip := hostOf(val); ip != "" {
+				if h, _, err := net.SplitHostPort(val); err == nil {
+					val = h
+				}
+				if ip := hostOf(strings.Trim(val, "[]")); ip != "" {
 					out = append(out, ip)
 				}
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/runner"
 )
 
@@ -32,6 +33,8 @@ type V1 struct {
 	Logins  *auth.Sessions
 	Runner  *runner.Manager
 	Catalog runner.Catalog
+	// Breakers, when set, are listed and reset under /v1/admin/breakers.
+	Breakers *breaker.Registry
 	// SecureCookies marks the session cookie Secure (set it behind HTTPS).
 	SecureCookies bool
 	Log           *slog.Logger
@@ -53,7 +56,7 @@ func (v *V1) humaError(err error) error {
 	if errors.As(err, &e) && e.Err != nil {
 		detail = e.Err.Error()
 	}
-	return huma.NewError(status, detail)
+	return retryHeaders(err, huma.NewError(status, detail))
 }
 
 var (
@@ -137,6 +140,7 @@ func (v *V1) Mount(r chi.Router, api huma.API) {
 	v.authRoutes(api)
 	v.adminRoutes(api)
 	v.secretRoutes(api)
+	v.breakerRoutes(api)
 	v.sessionRoutes(api)
 	// The single-agent API of each session, upstream's routes and shapes.
 	r.HandleFunc("/v1/sessions/{id}/*", v.sessionAPI)

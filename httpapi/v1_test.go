@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/memory"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
@@ -55,9 +56,14 @@ func newPlane(t *testing.T) *plane {
 	// "env" is a custom agent that prints its environment: the secrets test
 	// reads what an agent receives.
 	catalog["env"] = runner.Agent{Type: "custom", Command: []string{"/bin/sh", "-c", "env | sort; sleep 30"}}
-	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr)})
+	// "broken" cannot start: its breaker opens.
+	catalog["broken"] = runner.Agent{Type: "custom", Command: []string{filepath.Join(dir, "no-such-agent")}}
+	breakers := breaker.NewRegistry(breaker.Settings{FailureThreshold: 3, SuccessThreshold: 1, Timeout: time.Hour}, breaker.Options{
+		IsFailure: func(err error) bool { return agentapi.KindOf(err) == agentapi.KindUnavailable },
+	})
+	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers})
 	t.Cleanup(mgr.Close)
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog}
+	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers}
 	router := NewRouter(NewHealth("test"), v1.Authenticate())
 	api := humachi.New(router, huma.DefaultConfig("test", "test"))
 	v1.Mount(router, api)
@@ -566,5 +572,46 @@ func TestSessionChatPageUnderItsPrefix(t *testing.T) {
 	// same host) to the session's own chat page, not the root's.
 	if resp.Request.URL.Path != "/v1/sessions/"+s["id"].(string)+"/chat/" || !strings.Contains(string(body), "<title>AgentAPI chat</title>") {
 		t.Fatalf("landed on %s (%d)", resp.Request.URL.Path, resp.StatusCode)
+	}
+}
+
+func TestBrokenAgentTypeOpensItsBreaker(t *testing.T) {
+	p := newPlane(t)
+	p.do("root", "POST", "/v1/admin/tenants", map[string]string{"id": "acme", "name": "Acme"})
+	p.seedUser("alice", "acme", agentapi.RoleAdmin)
+	for i := 0; i < 3; i++ {
+		if code, body := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "broken"}); code != 503 || strings.Contains(fmt.Sprint(body), "breaker") {
+			t.Fatalf("start %d: %d %v, want 503 (a real attempt)", i, code, body)
+		}
+	}
+	req, _ := http.NewRequest("POST", p.srv.URL+"/v1/sessions", strings.NewReader(`{"agent_type":"broken"}`))
+	req.Header.Set("Authorization", "Bearer "+p.keys["alice"])
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "circuit breaker open") {
+		t.Fatalf("start with the breaker open: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	// Other agent types are unaffected.
+	if code, body := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "echo"}); code != 200 {
+		t.Fatalf("echo while broken's breaker is open: %d %v", code, body)
+	}
+	// Platform admins see it and can reset it; tenant admins cannot.
+	if code, _ := p.do("alice", "GET", "/v1/admin/breakers", nil); code != 403 {
+		t.Fatalf("tenant admin listing breakers: %d", code)
+	}
+	_, list := p.do("root", "GET", "/v1/admin/breakers", nil)
+	if s := fmt.Sprint(list); !strings.Contains(s, "agent-start:broken") || !strings.Contains(s, "open") {
+		t.Fatalf("breakers: %v", list)
+	}
+	if code, _ := p.do("root", "POST", "/v1/admin/breakers/agent-start:broken/reset", nil); code != 204 {
+		t.Fatalf("reset: %d", code)
+	}
+	if code, body := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "broken"}); code != 503 || strings.Contains(fmt.Sprint(body), "breaker") {
+		t.Fatalf("after reset, a real attempt again: %d %v", code, body)
 	}
 }

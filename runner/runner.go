@@ -42,9 +42,20 @@ type Options struct {
 	SettleWindow time.Duration
 	// Env, when set, returns extra environment for a tenant's agents (its
 	// unsealed secrets).
-	Env     func(ctx context.Context, tenantID string) (map[string]string, error)
-	Version string
-	Logger  *slog.Logger
+	Env func(ctx context.Context, tenantID string) (map[string]string, error)
+	// Breakers, when set, guard starting agents and delivering messages,
+	// one breaker per agent name for each ("agent-start:<name>",
+	// "agent-deliver:<name>"), so a broken agent stops being retried by
+	// every request while the others keep working.
+	Breakers Breakers
+	Version  string
+	Logger   *slog.Logger
+}
+
+// Breakers hands out named guards; *breaker.Registry implements it through
+// Guard.
+type Breakers interface {
+	Guard(name string) func(ctx context.Context) (done func(error), err error)
 }
 
 // StartRequest is what a user asks for.
@@ -199,6 +210,18 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	if err := m.o.Store.CreateAgentSession(ctx, rec); err != nil {
 		return fail(err)
 	}
+	startDone := func(error) {}
+	if m.o.Breakers != nil {
+		d, err := m.o.Breakers.Guard("agent-start:" + req.Agent)(ctx)
+		if err != nil {
+			rec.State = agentapi.SessionExited
+			now := time.Now().UTC()
+			rec.StoppedAt = &now
+			m.o.Store.UpdateAgentSession(context.WithoutCancel(ctx), rec)
+			return fail(err)
+		}
+		startDone = d
+	}
 	var ag atomic.Pointer[agent.Agent]
 	term, err := agent.StartTerminal(argv, agent.TermOptions{
 		Dir: s.workdir, Env: env,
@@ -209,16 +232,23 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		},
 	})
 	if err != nil {
+		err = agentapi.E("runner.start", agentapi.KindUnavailable, fmt.Errorf("starting the %s agent failed", req.Agent))
+		startDone(err)
 		now := time.Now().UTC()
 		rec.State, rec.StoppedAt = agentapi.SessionExited, &now
 		m.o.Store.UpdateAgentSession(context.WithoutCancel(ctx), rec)
-		return fail(agentapi.E("runner.start", agentapi.KindUnavailable, fmt.Errorf("starting the %s agent failed", req.Agent)))
+		return fail(err)
 	}
+	startDone(nil)
 	s.term = term
-	a := agent.New(term, agent.Options{
+	opts := agent.Options{
 		Type: entry.Type, InitialPrompt: req.InitialPrompt, SettleWindow: m.o.SettleWindow,
 		Logger: m.log.With("session", rec.ID, "tenant", tenantID),
-	})
+	}
+	if m.o.Breakers != nil {
+		opts.Guard = m.o.Breakers.Guard("agent-deliver:" + req.Agent)
+	}
+	a := agent.New(term, opts)
 	ag.Store(a)
 	a.Output()
 	s.agent = a

@@ -67,6 +67,23 @@ type DB struct {
 	desc   string
 	w      *dbsql.DB // writes (and, on PostgreSQL, everything)
 	r      *dbsql.DB // reads; the same pool as w on PostgreSQL
+	guard  Guard
+}
+
+// Guard admits a database call and is told how it ended (a circuit
+// breaker: breaker.(*Breaker).Allow has this shape). When it refuses, the
+// call is not made and its error is returned.
+type Guard func(ctx context.Context) (done func(err error), err error)
+
+// SetGuard puts every later call behind g. Call it before the DB is shared.
+func (d *DB) SetGuard(g Guard) { d.guard = g }
+
+// admit asks the guard, if any, for one call.
+func (d *DB) admit(ctx context.Context) (func(error), error) {
+	if d.guard == nil {
+		return func(error) {}, nil
+	}
+	return d.guard(ctx)
 }
 
 var (
@@ -252,12 +269,17 @@ func (d *DB) rebind(query string) string {
 
 // exec runs a statement on the writer and returns the number of rows it
 // affected.
-func (d *DB) exec(ctx context.Context, op, query string, args ...any) (int64, error) {
+func (d *DB) exec(ctx context.Context, op, query string, args ...any) (n int64, err error) {
+	done, err := d.admit(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { done(err) }()
 	res, err := d.w.ExecContext(ctx, d.rebind(query), args...)
 	if err != nil {
 		return 0, d.fail(op, err)
 	}
-	n, err := res.RowsAffected()
+	n, err = res.RowsAffected()
 	if err != nil {
 		return 0, d.fail(op, err)
 	}
@@ -265,12 +287,44 @@ func (d *DB) exec(ctx context.Context, op, query string, args ...any) (int64, er
 }
 
 // queryRow runs a single-row query on a reader.
-func (d *DB) queryRow(ctx context.Context, query string, args ...any) *dbsql.Row {
-	return d.r.QueryRowContext(ctx, d.rebind(query), args...)
+func (d *DB) queryRow(ctx context.Context, query string, args ...any) *row {
+	done, err := d.admit(ctx)
+	if err != nil {
+		return &row{err: err}
+	}
+	return &row{row: d.r.QueryRowContext(ctx, d.rebind(query), args...), done: done, d: d}
+}
+
+// row is a *sql.Row whose Scan reports the outcome to the guard.
+type row struct {
+	row  *dbsql.Row
+	done func(error)
+	err  error // the guard refused
+	d    *DB
+}
+
+func (r *row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	err := r.row.Scan(dest...)
+	if errors.Is(err, dbsql.ErrNoRows) {
+		r.done(nil) // the database answered
+	} else if err != nil {
+		r.done(r.d.fail("sql.query", err))
+	} else {
+		r.done(nil)
+	}
+	return err
 }
 
 // query runs a query on a reader and calls scan for each row.
-func (d *DB) query(ctx context.Context, op string, scan func(*dbsql.Rows) error, query string, args ...any) error {
+func (d *DB) query(ctx context.Context, op string, scan func(*dbsql.Rows) error, query string, args ...any) (err error) {
+	done, err := d.admit(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { done(err) }()
 	rows, err := d.r.QueryContext(ctx, d.rebind(query), args...)
 	if err != nil {
 		return d.fail(op, err)

@@ -19,10 +19,13 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/config"
 	"github.com/agentapi-mt/agentapi/httpapi"
+	"github.com/agentapi-mt/agentapi/kv"
 	"github.com/agentapi-mt/agentapi/kv/connect"
 	"github.com/agentapi-mt/agentapi/memory"
+	"github.com/agentapi-mt/agentapi/ratelimit"
 	"github.com/agentapi-mt/agentapi/redis"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
@@ -86,6 +89,51 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	}
 	logins := auth.NewSessions(store, keyring, cfg.Session.TTL, cfg.Tenancy.LoginMaxLifetime, time.Now)
 
+	// Circuit breakers, shared through Redis when there is one. Only a
+	// dependency's failure counts, never a caller's mistake.
+	var shared kv.Client // stays a nil interface without Redis
+	if sw != nil {
+		shared = sw
+	}
+	breakers := breaker.NewRegistry(breaker.Settings{
+		FailureThreshold: cfg.CircuitBreaker.FailureThreshold,
+		SuccessThreshold: cfg.CircuitBreaker.SuccessThreshold,
+		Timeout:          cfg.CircuitBreaker.Timeout,
+	}, breaker.Options{
+		KV: shared, Prefix: "agentapi:", Logger: log, Disabled: !cfg.CircuitBreaker.Enabled,
+		IsFailure: func(err error) bool {
+			switch agentapi.KindOf(err) {
+			case agentapi.KindUnavailable, agentapi.KindInternal, agentapi.KindOther:
+				return true
+			}
+			return false
+		},
+	})
+	db.SetGuard(sql.Guard(breakers.Guard("database")))
+
+	// Rate limits: shared through Redis, with local limits as the fallback.
+	var limits *httpapi.RateLimits
+	if cfg.RateLimit.Enabled {
+		local := ratelimit.NewMemory(ratelimit.MemoryOptions{})
+		var limiter agentapi.RateLimiter = local
+		if sw != nil {
+			policy := ratelimit.FailOpen
+			if cfg.RateLimit.FailClosed {
+				policy = ratelimit.FailClosed
+			}
+			limiter = ratelimit.NewFallback(ratelimit.NewRedis(sw, ratelimit.RedisOptions{}), local, ratelimit.FallbackOptions{Policy: policy, Logger: log})
+		}
+		perMinute := func(n, burst int) agentapi.RateLimit {
+			return agentapi.RateLimit{Rate: n, Period: time.Minute, Burst: burst}
+		}
+		limits = &httpapi.RateLimits{
+			Limiter: limiter, Prefix: "agentapi:", TrustedProxies: cfg.RateLimit.TrustedProxies,
+			IP:    perMinute(cfg.RateLimit.IPPerMinute, cfg.RateLimit.IPBurst),
+			Login: perMinute(cfg.RateLimit.LoginPerMinute, cfg.RateLimit.LoginBurst),
+			User:  perMinute(cfg.RateLimit.RequestsPerMinute, cfg.RateLimit.Burst),
+		}
+	}
+
 	if err := bootstrap(ctx, db, cfg.Tenancy.AdminAPIKey, stderr, log); err != nil {
 		return fail("bootstrapping the first admin key failed", "error", err)
 	}
@@ -99,7 +147,7 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		Instance: cfg.Tenancy.InstanceID, Self: self,
 		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
 		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
-		Env: runner.SecretEnv(db, keyring),
+		Env: runner.SecretEnv(db, keyring), Breakers: breakers,
 	})
 	if n, err := mgr.Recover(ctx, db); err != nil {
 		log.Warn("marking the previous run's sessions as lost failed", "error", err)
@@ -111,10 +159,16 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		httpapi.DatabaseCheck(db.Driver(), db.Describe(), db.Ping))
 	v1 := &httpapi.V1{
 		Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: keyring,
-		Logins: logins, Runner: mgr, Catalog: catalog,
+		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers,
 		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
 	}
-	router := httpapi.NewRouter(health, v1.Authenticate())
+	// Middleware order: limit by IP (before any work), authenticate, limit
+	// by user.
+	middleware := []func(http.Handler) http.Handler{v1.Authenticate()}
+	if limits != nil {
+		middleware = []func(http.Handler) http.Handler{limits.ByIP, v1.Authenticate(), limits.ByUser}
+	}
+	router := httpapi.NewRouter(health, middleware...)
 	api := humachi.New(router, huma.DefaultConfig("AgentAPI Multitenant", versionString()))
 	v1.Mount(router, api)
 

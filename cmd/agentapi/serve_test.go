@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/kv/restserver"
 	"github.com/agentapi-mt/agentapi/pgtest"
 	"github.com/agentapi-mt/agentapi/redistest"
 )
@@ -181,4 +183,82 @@ func fmtJSON(m map[string]any) string {
 		b.WriteString(fmt.Sprint(mm["role"], " ", mm["content"], "\n"))
 	}
 	return b.String()
+}
+
+// TestRateLimitIsExactAcrossInstances: three instances share one user's
+// limit through Redis; many concurrent clients for a few seconds never get
+// more than burst + rate × elapsed admitted, and not much less.
+func TestRateLimitIsExactAcrossInstances(t *testing.T) {
+	t.Parallel()
+	for _, transport := range []string{"native", "rest"} {
+		t.Run(transport, func(t *testing.T) {
+			redisURL := redistest.URL(t)
+			env := []string{
+				"REDIS_ENABLE=true", "TOKEN_ENCRYPTION_KEY=" + strings.Repeat("cd", 32),
+				"DATABASE_URL=" + pgtest.URL(t), "AGENTAPI_ADMIN_API_KEY=" + testAdminKey,
+				"RATE_LIMIT_REQUESTS_PER_MINUTE=1200", "RATE_LIMIT_BURST_SIZE=20", // 20/s per user
+				"RATE_LIMIT_IP_REQUESTS_PER_MINUTE=1000000", "RATE_LIMIT_IP_BURST_SIZE=100000",
+			}
+			if transport == "rest" {
+				restURL, _ := restserver.StartTest(t, redisURL, "tok")
+				env = append(env, "REDIS_PROTOCOL=rest", "UPSTASH_REDIS_REST_URL="+restURL, "UPSTASH_REDIS_REST_TOKEN=tok")
+			} else {
+				env = append(env, "REDIS_URL="+redisURL)
+			}
+			var bases []string
+			for i := 0; i < 3; i++ {
+				_, addr, _ := started(t, append([]string{"HOME=" + t.TempDir(), fmt.Sprintf("AGENTAPI_INSTANCE_ID=i%d", i)}, env...), "serve", "--port", "0")
+				bases = append(bases, "http://"+addr)
+			}
+			const clients = 12
+			const run = 3 * time.Second
+			var mu sync.Mutex
+			admitted, limited, other := 0, 0, 0
+			var first, last time.Time
+			start := time.Now()
+			var wg sync.WaitGroup
+			for c := 0; c < clients; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; time.Since(start) < run; i++ {
+						req, _ := http.NewRequest("GET", bases[(c+i)%3]+"/v1/auth/session", nil)
+						req.Header.Set("Authorization", "Bearer "+testAdminKey)
+						resp, err := http.DefaultClient.Do(req)
+						if err != nil {
+							continue
+						}
+						resp.Body.Close()
+						mu.Lock()
+						switch resp.StatusCode {
+						case 200:
+							if first.IsZero() {
+								first = time.Now()
+							}
+							last = time.Now()
+							admitted++
+						case 429:
+							limited++
+						default:
+							other++
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := last.Sub(first).Seconds()
+			allowed := 20 + 20*elapsed
+			t.Logf("%s: admitted %d, limited %d, other %d over %.2fs; allowed %.1f", transport, admitted, limited, other, elapsed, allowed)
+			if other != 0 || limited == 0 {
+				t.Fatalf("unexpected statuses: %d other, %d limited", other, limited)
+			}
+			if float64(admitted) > allowed+1 {
+				t.Fatalf("admitted %d > burst + rate×elapsed = %.1f", admitted, allowed)
+			}
+			if float64(admitted) < 0.9*allowed {
+				t.Fatalf("admitted %d < 90%% of %.1f: limiting too hard", admitted, allowed)
+			}
+		})
+	}
 }
