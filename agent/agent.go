@@ -90,6 +90,9 @@ var (
 	ErrEmpty    = agentapi.E("agent.send", agentapi.KindInvalid, errors.New("message content is empty"))
 	ErrIgnored  = agentapi.E("agent.send", agentapi.KindUnavailable, errors.New("the agent's screen did not react to the message"))
 	ErrExited   = agentapi.E("agent", agentapi.KindUnavailable, ErrAgentExited)
+	// ErrStopped: the session was stopped while a message was delivered.
+	// A caller's doing, not the agent's failure.
+	ErrStopped = agentapi.E("agent.send", agentapi.KindConflict, errors.New("the agent session was stopped"))
 )
 
 // Agent is one conversation with one terminal agent.
@@ -117,6 +120,7 @@ type Agent struct {
 	promptSent    bool
 	stopReady     func() bool
 	exited        bool
+	exitReported  bool          // exited by itself (Exited), not stopped (Stopping)
 	changed       chan struct{} // closed and replaced on every screen change
 	screenSubs    map[chan string]struct{}
 	closedCh      chan struct{}
@@ -147,6 +151,8 @@ func New(scr Screen, o Options) *Agent {
 	if o.Type == "" {
 		o.Type = msgfmt.AgentCustom
 	}
+	// A blank initial prompt is no prompt (it would be refused as empty).
+	o.InitialPrompt = strings.TrimSpace(o.InitialPrompt)
 	a := &Agent{
 		o: o, scr: scr, clock: o.Clock, log: o.Logger, events: newEventLog(1024),
 		status: agentapi.StatusRunning, replyIndex: -1, changed: make(chan struct{}),
@@ -287,6 +293,10 @@ func (a *Agent) sendInitialPrompt() {
 	a.mu.Unlock()
 	if err := a.send(context.Background(), a.o.InitialPrompt, true); err != nil {
 		a.agentError(fmt.Sprintf("sending the initial prompt failed: %v", err))
+		// Nothing was typed: let the status settle again.
+		a.mu.Lock()
+		a.armSettle()
+		a.mu.Unlock()
 	}
 }
 
@@ -391,6 +401,7 @@ func (a *Agent) send(ctx context.Context, content string, initial bool) error {
 		if err != nil {
 			a.mu.Lock()
 			a.sending = false
+			a.armSettle() // samples taken meanwhile skipped the settle
 			a.mu.Unlock()
 			return err
 		}
@@ -448,6 +459,15 @@ func (a *Agent) deliver(ctx context.Context, content, before string) error {
 		if ctx.Err() != nil {
 			return ErrIgnored // Enter was typed; the caller went away
 		}
+		a.mu.Lock()
+		exited, reported := a.exited, a.exitReported
+		a.mu.Unlock()
+		if exited && !reported {
+			return ErrStopped
+		}
+		if exited {
+			return ErrExited
+		}
 		a.agentError(fmt.Sprintf("the agent's screen did not change within %s of a message being typed", a.o.ReactTimeout))
 		return ErrIgnored
 	}
@@ -499,13 +519,20 @@ func (a *Agent) agentError(msg string) {
 }
 
 // Exited tells the Agent that the program exited with err.
-func (a *Agent) Exited(err error) {
+func (a *Agent) Exited(err error) { a.end(err, true) }
+
+// Stopping tells the Agent its program is being stopped on purpose: a
+// delivery waiting for the screen gives up at once, and no agent_error is
+// reported.
+func (a *Agent) Stopping() { a.end(nil, false) }
+
+func (a *Agent) end(err error, report bool) {
 	a.mu.Lock()
 	if a.exited {
 		a.mu.Unlock()
 		return
 	}
-	a.exited = true
+	a.exited, a.exitReported = true, report
 	close(a.changed)
 	a.changed = make(chan struct{})
 	if a.stopSettle != nil {
@@ -515,6 +542,9 @@ func (a *Agent) Exited(err error) {
 		a.stopReady()
 	}
 	a.mu.Unlock()
+	if !report {
+		return
+	}
 	msg := "the agent exited"
 	if err != nil {
 		msg = fmt.Sprintf("the agent exited: %v", err)

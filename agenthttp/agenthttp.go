@@ -418,6 +418,8 @@ func (s *Server) screen(ctx context.Context, _ *struct{}, send sse.Sender) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.Closed():
+			return // the session ended: end the stream too
 		case scr := <-ch:
 			if send.Data(ScreenUpdate{Screen: scr}) != nil {
 				return

@@ -480,11 +480,24 @@ func checkRedisURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// redactURL hides a URL's password.
+// redactURL hides a URL's password, in the user part and in the query
+// parameters that carry secrets; a URL that does not parse is hidden whole.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if err != nil {
+		return "[unparsable URL, redacted]"
+	}
+	q := u.Query()
+	changed := false
+	for k := range q {
+		switch strings.ToLower(k) {
+		case "password", "pass", "sslpassword", "sslkey", "token", "secret":
+			q.Set(k, "xxxxx")
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

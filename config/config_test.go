@@ -350,3 +350,17 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://app:hunter2@db/app":                   "postgres://app:xxxxx@db/app",
+		"postgres://db/app?user=app&password=hunter2":     "postgres://db/app?password=xxxxx&user=app",
+		"postgres://app:p%ss#w@db/app":                    "[unparsable URL, redacted]",
+		"redis://redis:6379":                              "redis://redis:6379",
+		"rediss://default:pw@x.upstash.io:6379?token=abc": "rediss://default:xxxxx@x.upstash.io:6379?token=xxxxx",
+	} {
+		if got := redactURL(in); got != want || strings.Contains(got, "hunter2") {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -47,18 +47,18 @@ type authenticator struct {
 	now     func() time.Time
 }
 
-// credential extracts the bearer token, or the session cookie.
-func credential(r *http.Request) string {
+// credential extracts the bearer token, or the session cookie (fromCookie).
+func credential(r *http.Request) (cred string, fromCookie bool) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-			return strings.TrimSpace(h[7:])
+			return strings.TrimSpace(h[7:]), false
 		}
-		return "\x00malformed"
+		return "\x00malformed", false
 	}
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		return c.Value
+		return c.Value, true
 	}
-	return ""
+	return "", false
 }
 
 // resolve checks a credential: an API key (not revoked, user present) or a
@@ -92,6 +92,16 @@ func (a *authenticator) resolve(ctx context.Context, cred string) (*Principal, e
 		if err != nil {
 			return nil, err
 		}
+		// The session says who it was made for; the user must still exist
+		// with that role (a deleted or demoted user's sessions stop at once,
+		// even if ending them in the store failed).
+		u, err := a.users.GetUser(ctx, s.TenantID, s.UserID)
+		if agentapi.KindOf(err) == agentapi.KindNotFound || (err == nil && u.Role != s.Role) {
+			return nil, errBadCredentials
+		}
+		if err != nil {
+			return nil, err
+		}
 		p = &Principal{TenantID: s.TenantID, UserID: s.UserID, Role: s.Role, KeyID: s.KeyID, Token: cred, ExpiresAt: s.ExpiresAt}
 	}
 	t, err := a.tenants.GetTenant(ctx, p.TenantID)
@@ -109,12 +119,20 @@ func (a *authenticator) resolve(ctx context.Context, cred string) (*Principal, e
 // answer 401); bad credentials are answered 401 here.
 func (a *authenticator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cred := credential(r)
+		cred, fromCookie := credential(r)
 		if cred == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
 		p, err := a.resolve(r.Context(), cred)
+		if err != nil && fromCookie && agentapi.KindOf(err) == agentapi.KindUnauthenticated {
+			// A stale cookie (expired, logged out elsewhere) must not lock
+			// the browser out of logging in again: drop it and go on
+			// unauthenticated.
+			http.SetCookie(w, &http.Cookie{Name: SessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+			next.ServeHTTP(w, r)
+			return
+		}
 		if err != nil {
 			if agentapi.KindOf(err) == agentapi.KindUnauthenticated {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="agentapi"`)

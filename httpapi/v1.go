@@ -107,6 +107,18 @@ func (v *V1) platform(ctx context.Context) (*Principal, error) {
 	return p, nil
 }
 
+// endLogins ends a user's login sessions on every instance. Its failure
+// fails the request: answering success while the sessions live on would
+// be a lie (the change itself is kept, and sessions are re-checked against
+// the user on every request anyway).
+func (v *V1) endLogins(ctx context.Context, tenantID, userID string) error {
+	if _, err := v.Logins.RevokeUser(ctx, tenantID, userID); err != nil {
+		v.Log.Error("ending login sessions failed", "tenant", tenantID, "user", userID, "error", err)
+		return v.humaError(agentapi.E("auth.revoke", agentapi.KindUnavailable, errors.New("the change was made, but ending the user's login sessions failed; retry")))
+	}
+	return nil
+}
+
 func (v *V1) audit(ctx context.Context, p *Principal, tenant, action, target, detail string) {
 	if err := v.Audit.Audit(ctx, agentapi.AuditEntry{At: v.Now().UTC(), TenantID: tenant, ActorID: p.UserID, Action: action, Target: target, Detail: detail}); err != nil {
 		v.Log.Error("writing the audit log failed", "action", action, "error", err)
@@ -212,6 +224,12 @@ func (v *V1) authRoutes(api huma.API) {
 		}
 		token, exp, err := v.Logins.Create(ctx, agentapi.LoginSession{TenantID: p.TenantID, UserID: p.UserID, Role: p.Role, KeyID: p.KeyID})
 		if err != nil {
+			return nil, v.humaError(err)
+		}
+		// A revoke that ran between the key check and Create would have
+		// missed this session: check again and undo.
+		if _, err := v.authn.resolve(ctx, strings.TrimSpace(in.Body.APIKey)); err != nil {
+			v.Logins.Revoke(ctx, token)
 			return nil, v.humaError(err)
 		}
 		out := &loginOutput{SetCookie: v.cookie(token, exp)}

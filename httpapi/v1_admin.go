@@ -181,6 +181,9 @@ func (v *V1) adminRoutes(api huma.API) {
 		if err := v.Tenants.UpdateTenant(ctx, t); err != nil {
 			return nil, v.humaError(err)
 		}
+		if t.Disabled {
+			v.Runner.StopTenant(t.ID, false) // locked out: its agents stop too
+		}
 		action := "tenant.update"
 		if in.Body.Disabled != nil {
 			action = map[bool]string{true: "tenant.disable", false: "tenant.enable"}[*in.Body.Disabled]
@@ -204,8 +207,12 @@ func (v *V1) adminRoutes(api huma.API) {
 		if err := v.Tenants.DeleteTenant(ctx, in.Tenant); err != nil {
 			return nil, v.humaError(err)
 		}
+		// Its agents hold its secrets: stop them, and remove its files.
+		v.Runner.StopTenant(in.Tenant, true)
 		for _, u := range users {
-			v.Logins.RevokeUser(ctx, u.TenantID, u.ID)
+			if err := v.endLogins(ctx, u.TenantID, u.ID); err != nil {
+				return nil, err
+			}
 		}
 		v.audit(ctx, p, in.Tenant, "tenant.delete", in.Tenant, "")
 		return nil, nil
@@ -274,20 +281,29 @@ func (v *V1) adminRoutes(api huma.API) {
 		}
 		if in.Body.Role != nil {
 			// Sessions carry the role they were created with: end them.
-			v.Logins.RevokeUser(ctx, u.TenantID, u.ID)
+			if err := v.endLogins(ctx, u.TenantID, u.ID); err != nil {
+				return nil, err
+			}
 		}
 		v.audit(ctx, p, in.Tenant, "user.update", u.ID, string(u.Role))
 		return &userBody{Body: u}, nil
 	})
-	huma.Register(api, op("delete-user", http.MethodDelete, "/v1/admin/tenants/{tenant}/users/{user}", "Delete a user, their keys and login sessions", 401, 403, 404), func(ctx context.Context, in *UserPath) (*struct{}, error) {
+	huma.Register(api, op("delete-user", http.MethodDelete, "/v1/admin/tenants/{tenant}/users/{user}", "Delete a user, their keys and login sessions", 400, 401, 403, 404), func(ctx context.Context, in *UserPath) (*struct{}, error) {
 		p, err := v.adminOf(ctx, in.Tenant)
 		if err != nil {
 			return nil, err
 		}
+		if in.Tenant == agentapi.PlatformTenantID {
+			if err := v.keepAPlatformAdmin(ctx, in.User, ""); err != nil {
+				return nil, err
+			}
+		}
 		if err := v.Users.DeleteUser(ctx, in.Tenant, in.User); err != nil {
 			return nil, v.humaError(err)
 		}
-		v.Logins.RevokeUser(ctx, in.Tenant, in.User)
+		if err := v.endLogins(ctx, in.Tenant, in.User); err != nil {
+			return nil, err
+		}
 		v.audit(ctx, p, in.Tenant, "user.delete", in.User, "")
 		return nil, nil
 	})
@@ -338,12 +354,19 @@ func (v *V1) adminRoutes(api huma.API) {
 				owner = k.UserID
 			}
 		}
+		if in.Tenant == agentapi.PlatformTenantID {
+			if err := v.keepAPlatformAdmin(ctx, "", in.Key); err != nil {
+				return nil, err
+			}
+		}
 		if err := v.Keys.RevokeAPIKey(ctx, in.Tenant, in.Key, v.Now().UTC()); err != nil {
 			return nil, v.humaError(err)
 		}
 		if owner != "" {
 			// Logins made with the key would outlive it otherwise.
-			v.Logins.RevokeUser(ctx, in.Tenant, owner)
+			if err := v.endLogins(ctx, in.Tenant, owner); err != nil {
+				return nil, err
+			}
 		}
 		v.audit(ctx, p, in.Tenant, "apikey.revoke", in.Key, "")
 		return nil, nil
@@ -356,8 +379,36 @@ func (v *V1) adminRoutes(api huma.API) {
 		if err != nil {
 			return nil, v.humaError(err)
 		}
+		t, err := v.Tenants.GetTenant(ctx, in.Tenant)
+		if err != nil {
+			return nil, v.humaError(err)
+		}
 		out := &auditBody{}
-		out.Body.Entries = append([]agentapi.AuditEntry{}, es...)
+		out.Body.Entries = []agentapi.AuditEntry{}
+		for _, e := range es {
+			// A deleted tenant's entries stay in the log; a new tenant that
+			// reuses its id must not read them.
+			if !e.At.Before(t.CreatedAt) {
+				out.Body.Entries = append(out.Body.Entries, e)
+			}
+		}
 		return out, nil
 	})
+}
+
+// keepAPlatformAdmin refuses to delete user (or revoke key) when that
+// would leave no platform admin with a working API key: the platform could
+// not be administered any more, and bootstrap runs only on an empty
+// database.
+func (v *V1) keepAPlatformAdmin(ctx context.Context, user, key string) error {
+	keys, err := v.Keys.ListAPIKeys(ctx, agentapi.PlatformTenantID, "")
+	if err != nil {
+		return v.humaError(err)
+	}
+	for _, k := range keys {
+		if k.RevokedAt == nil && k.UserID != user && k.ID != key {
+			return nil
+		}
+	}
+	return v.humaError(agentapi.E("admin", agentapi.KindInvalid, errors.New("this would leave no platform admin with a working API key; create another first")))
 }

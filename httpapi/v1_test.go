@@ -32,6 +32,7 @@ type plane struct {
 	srv    *httptest.Server
 	db     *sql.DB
 	logins *auth.Sessions
+	mgr    *runner.Manager
 	keys   map[string]string // actor name -> API key
 	users  map[string]agentapi.User
 }
@@ -67,7 +68,7 @@ func newPlane(t *testing.T) *plane {
 	router := NewRouter(NewHealth("test"), v1.Authenticate())
 	api := humachi.New(router, huma.DefaultConfig("test", "test"))
 	v1.Mount(router, api)
-	p := &plane{t: t, srv: httptest.NewServer(router), db: db, logins: logins, keys: map[string]string{}, users: map[string]agentapi.User{}}
+	p := &plane{t: t, srv: httptest.NewServer(router), db: db, logins: logins, mgr: mgr, keys: map[string]string{}, users: map[string]agentapi.User{}}
 	t.Cleanup(p.srv.Close)
 
 	// The platform admin, seeded directly as bootstrap would.
@@ -614,4 +615,101 @@ func TestBrokenAgentTypeOpensItsBreaker(t *testing.T) {
 	if code, body := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "broken"}); code != 503 || strings.Contains(fmt.Sprint(body), "breaker") {
 		t.Fatalf("after reset, a real attempt again: %d %v", code, body)
 	}
+}
+
+func TestReviewRegressions(t *testing.T) {
+	p := newPlane(t)
+	p.do("root", "POST", "/v1/admin/tenants", map[string]string{"id": "acme", "name": "Acme"})
+	p.seedUser("alice", "acme", agentapi.RoleAdmin)
+
+	t.Run("a stale cookie does not block logging in again", func(t *testing.T) {
+		_, login := p.do("", "POST", "/v1/auth/login", map[string]string{"api_key": p.keys["alice"]})
+		token := login["token"].(string)
+		p.do(token, "POST", "/v1/auth/sessions/revoke", nil)
+		body := strings.NewReader(`{"api_key":"` + p.keys["alice"] + `"}`)
+		req, _ := http.NewRequest("POST", p.srv.URL+"/v1/auth/login", body)
+		req.Header.Set("Content-Type", "application/json")
+		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: token})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("login with a stale cookie: %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("a demoted user's old sessions stop at once", func(t *testing.T) {
+		p.seedUser("bob", "acme", agentapi.RoleAdmin)
+		_, login := p.do("", "POST", "/v1/auth/login", map[string]string{"api_key": p.keys["bob"]})
+		token := login["token"].(string)
+		// Change the role in the store directly, as if ending the sessions
+		// had failed: the session still must not act as an admin.
+		u := p.users["bob"]
+		u.Role = agentapi.RoleMember
+		must(t, p.db.UpdateUser(context.Background(), u))
+		if code, _ := p.do(token, "GET", "/v1/admin/tenants/acme/users", nil); code != 401 {
+			t.Fatalf("a demoted admin's session: %d, want 401", code)
+		}
+	})
+
+	t.Run("a blank initial prompt still settles", func(t *testing.T) {
+		_, s := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "echo", "initial_prompt": "   "})
+		waitFor(t, func() bool {
+			_, st := p.do("alice", "GET", "/v1/sessions/"+s["id"].(string)+"/status", nil)
+			return st["status"] == "stable"
+		})
+	})
+
+	t.Run("the screen stream ends when the session stops", func(t *testing.T) {
+		_, s := p.do("alice", "POST", "/v1/sessions", map[string]string{"agent_type": "echo"})
+		id := s["id"].(string)
+		req, _ := http.NewRequest("GET", p.srv.URL+"/v1/sessions/"+id+"/internal/screen", nil)
+		req.Header.Set("Authorization", "Bearer "+p.keys["alice"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		ended := make(chan struct{})
+		go func() { io.Copy(io.Discard, resp.Body); close(ended) }()
+		p.do("alice", "DELETE", "/v1/sessions/"+id, nil)
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the screen stream outlived its session")
+		}
+	})
+
+	t.Run("deleting a tenant stops its agents and a reused id sees no old audit", func(t *testing.T) {
+		p.do("root", "POST", "/v1/admin/tenants", map[string]string{"id": "gone", "name": "Gone"})
+		p.seedUser("g", "gone", agentapi.RoleAdmin)
+		_, s := p.do("g", "POST", "/v1/sessions", map[string]string{"agent_type": "echo"})
+		p.do("g", "PUT", "/v1/admin/tenants/gone/secrets/OLD_SECRET", map[string]string{"value": "v"})
+		if code, _ := p.do("root", "DELETE", "/v1/admin/tenants/gone", nil); code != 204 {
+			t.Fatalf("delete: %d", code)
+		}
+		// Its agent was stopped: the transcript survives the tenant only as
+		// long as the tenant, so check the runner directly.
+		if _, live := p.mgr.Handler("gone", s["id"].(string)); live {
+			t.Fatal("the deleted tenant's agent still runs")
+		}
+		time.Sleep(2 * time.Millisecond) // creation times are in milliseconds: the new tenant is later
+		p.do("root", "POST", "/v1/admin/tenants", map[string]string{"id": "gone", "name": "New"})
+		_, audit := p.do("root", "GET", "/v1/admin/tenants/gone/audit", nil)
+		if s := fmt.Sprint(audit); strings.Contains(s, "OLD_SECRET") || strings.Contains(s, "tenant.delete") {
+			t.Fatalf("the new tenant reads the old one's audit: %v", audit)
+		}
+	})
+
+	t.Run("the last platform admin key cannot be revoked", func(t *testing.T) {
+		ks, _ := p.db.ListAPIKeys(context.Background(), agentapi.PlatformTenantID, "")
+		if code, body := p.do("root", "DELETE", "/v1/admin/tenants/platform/keys/"+ks[0].ID, nil); code != 400 {
+			t.Fatalf("revoking the last platform key: %d %v", code, body)
+		}
+		if code, _ := p.do("root", "DELETE", "/v1/admin/tenants/platform/users/"+p.users["root"].ID, nil); code != 400 {
+			t.Fatalf("deleting the last platform admin: %d", code)
+		}
+	})
 }

@@ -91,6 +91,9 @@ type session struct {
 	handler  http.Handler
 	workdir  string
 	lastUsed atomic.Int64 // unix nanos
+	// ready is set, under Manager.mu, once Start has filled in the fields
+	// below it; until then only Start touches the session.
+	ready    bool
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when fully stopped and recorded
 	writerWG sync.WaitGroup
@@ -246,7 +249,10 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		Logger: m.log.With("session", rec.ID, "tenant", tenantID),
 	}
 	if m.o.Breakers != nil {
-		opts.Guard = m.o.Breakers.Guard("agent-deliver:" + req.Agent)
+		// Per tenant: whether an agent reacts depends on the tenant's own
+		// session (its state, its keys, its model API key), so one tenant's
+		// trouble must not open the breaker for everyone.
+		opts.Guard = m.o.Breakers.Guard("agent-deliver:" + tenantID + ":" + req.Agent)
 	}
 	a := agent.New(term, opts)
 	ag.Store(a)
@@ -265,6 +271,16 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	s.writerWG.Add(1)
 	go m.writeTranscript(s)
 	go m.watchExit(s)
+	m.mu.Lock()
+	closed := m.closed
+	s.ready = !closed
+	m.mu.Unlock()
+	if closed {
+		// Close ran while this session started: it did not see it, so stop
+		// it here (transcript saved) rather than leave it running.
+		m.finish(s, agentapi.SessionStopped, nil)
+		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindUnavailable, errors.New("the server is shutting down"))
+	}
 	m.log.Info("agent session started", "session", rec.ID, "tenant", tenantID, "user", userID, "agent", req.Agent)
 	return rec, nil
 }
@@ -375,6 +391,8 @@ func (m *Manager) finish(s *session, state string, exitErr error) {
 	s.stopOnce.Do(func() {
 		if state == agentapi.SessionExited {
 			s.agent.Exited(exitErr)
+		} else {
+			s.agent.Stopping() // a delivery in progress gives up now
 		}
 		s.term.Close(5 * time.Second)
 		s.agent.Close()
@@ -410,8 +428,9 @@ func (m *Manager) finish(s *session, state string, exitErr error) {
 func (m *Manager) Stop(ctx context.Context, tenantID, id string) error {
 	m.mu.Lock()
 	s, ok := m.running[id]
+	ok = ok && s.ready
 	m.mu.Unlock()
-	if !ok || s.rec.TenantID != tenantID || s.agent == nil {
+	if !ok || s.rec.TenantID != tenantID {
 		if _, err := m.o.Store.GetAgentSession(ctx, tenantID, id); err != nil {
 			return err
 		}
@@ -426,12 +445,32 @@ func (m *Manager) Stop(ctx context.Context, tenantID, id string) error {
 func (m *Manager) Handler(tenantID, id string) (http.Handler, bool) {
 	m.mu.Lock()
 	s, ok := m.running[id]
+	ok = ok && s.ready
 	m.mu.Unlock()
-	if !ok || s.rec.TenantID != tenantID || s.handler == nil {
+	if !ok || s.rec.TenantID != tenantID {
 		return nil, false
 	}
 	s.lastUsed.Store(time.Now().UnixNano())
 	return s.handler, true
+}
+
+// StopTenant stops every session of a tenant running here (its tenant was
+// disabled or deleted) and, with removeWorkspaces, deletes its workspaces.
+func (m *Manager) StopTenant(tenantID string, removeWorkspaces bool) {
+	m.mu.Lock()
+	var mine []*session
+	for _, s := range m.running {
+		if s.ready && s.rec.TenantID == tenantID {
+			mine = append(mine, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range mine {
+		m.finish(s, agentapi.SessionStopped, nil)
+	}
+	if removeWorkspaces {
+		os.RemoveAll(filepath.Join(m.o.WorkRoot, safeSegment(tenantID)))
+	}
 }
 
 // Running reports how many sessions run here.
@@ -460,7 +499,7 @@ func (m *Manager) janitor(ctx context.Context) {
 		m.mu.Lock()
 		var idle []*session
 		for _, s := range m.running {
-			if s.agent != nil && s.lastUsed.Load() < cutoff && s.agent.Status() == agentapi.StatusStable {
+			if s.ready && s.lastUsed.Load() < cutoff && s.agent.Status() == agentapi.StatusStable {
 				idle = append(idle, s)
 			}
 		}
@@ -478,7 +517,7 @@ func (m *Manager) Close() {
 	m.closed = true
 	var all []*session
 	for _, s := range m.running {
-		if s.agent != nil {
+		if s.ready {
 			all = append(all, s)
 		}
 	}

@@ -2,9 +2,11 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,5 +179,26 @@ func TestAgentExitIsRecorded(t *testing.T) {
 	}
 	if m.Running() != 0 {
 		t.Fatal("an exited session still counts as running")
+	}
+}
+
+// TestStartRacingCloseLeavesNothingRunning: sessions starting while the
+// manager closes are stopped too, and the janitor never reads a session
+// that is still being started (run with -race).
+func TestStartRacingCloseLeavesNothingRunning(t *testing.T) {
+	m, _ := newManager(t, Options{IdleTimeout: 40 * time.Millisecond})
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.Start(context.Background(), "acme", fmt.Sprintf("u%d", i), StartRequest{Agent: "echo"})
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // let some starts be in flight
+	m.Close()
+	wg.Wait()
+	if n := m.Running(); n != 0 {
+		t.Fatalf("%d sessions still running after Close", n)
 	}
 }

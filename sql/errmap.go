@@ -20,8 +20,21 @@ import (
 // fail wraps a database error into an *agentapi.Error of the kind the store
 // contract asks for.
 func (d *DB) fail(op string, err error) error {
-	return agentapi.E(op, classify(err), err)
+	k := classify(err)
+	if k == agentapi.KindUnavailable && agentapi.KindOf(err) == agentapi.KindOther {
+		// Driver errors name hosts, users and databases: keep them in the
+		// chain (logs, errors.Is/As) but out of the text a client is shown.
+		err = &unavailable{cause: err}
+	}
+	return agentapi.E(op, k, err)
 }
+
+// unavailable is a database outage whose text is fit for clients; the
+// driver's error stays reachable through Unwrap.
+type unavailable struct{ cause error }
+
+func (u *unavailable) Error() string { return "the database is unavailable; try again shortly" }
+func (u *unavailable) Unwrap() error { return u.cause }
 
 // classify maps a driver or database/sql error to an error kind.
 func classify(err error) agentapi.Kind {
