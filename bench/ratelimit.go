@@ -71,21 +71,27 @@ type RLDriver interface {
 	Close() error
 }
 
-// RLDriverNames lists the drivers NewRLDriver knows, in table order.
+// RLDriverNames lists the drivers a run compares by default, in table
+// order.
 var RLDriverNames = []string{"ours", "ours-nocache", "redis_rate", "ulule", "throttled"}
+
+// RLExtraDriverNames are drivers for investigation only: "ours-notracking"
+// is ours without deny cache over a kv/native client with client-side
+// caching off (DisableCache), so without CLIENT TRACKING.
+var RLExtraDriverNames = []string{"ours-notracking"}
 
 // NewRLDriver creates the named driver over the Redis at url for limit l.
 // The go-redis based ones get a pool of poolSize connections (one per
 // goroutine, so none waits for a connection). prefix namespaces its keys.
 func NewRLDriver(ctx context.Context, name, url string, l agentapi.RateLimit, poolSize int, prefix string) (RLDriver, error) {
 	switch name {
-	case "ours", "ours-nocache":
-		c, err := native.Dial(ctx, native.Options{URL: url})
+	case "ours", "ours-nocache", "ours-notracking":
+		c, err := native.Dial(ctx, native.Options{URL: url, DisableCache: name == "ours-notracking"})
 		if err != nil {
 			return nil, err
 		}
 		return &RLOurs{label: name, c: c, l: l, prefix: prefix,
-			r: ratelimit.NewRedis(c, ratelimit.RedisOptions{DisableDenyCache: name == "ours-nocache"})}, nil
+			r: ratelimit.NewRedis(c, ratelimit.RedisOptions{DisableDenyCache: name != "ours"})}, nil
 	case "redis_rate":
 		rdb, err := NewGoRedisClient(url, poolSize)
 		if err != nil {
@@ -287,12 +293,13 @@ type RLResult struct {
 	FirstErr               error
 }
 
-// PerSec is decisions (calls) per second.
+// PerSec is decisions per second: calls that returned a decision, not
+// an error.
 func (r *RLResult) PerSec() float64 {
 	if r.Elapsed <= 0 {
 		return 0
 	}
-	return float64(r.Calls) / r.Elapsed.Seconds()
+	return float64(r.Calls-r.Errors) / r.Elapsed.Seconds()
 }
 
 // Add accumulates another run.

@@ -31,9 +31,14 @@ type denyEntry struct {
 	tat   int64 // the latest TAT Redis reported
 	until int64 // when it stops denying cost 1 under the limit last seen; for eviction
 	// wait is non-nil while one request of this instance asks Redis about
-	// the key after the entry stopped denying; it is closed when that
-	// request has its answer.
-	wait chan struct{}
+	// the key after the entry stopped denying.
+	wait *flight
+}
+
+// flight is one request asking Redis on behalf of others that wait.
+type flight struct {
+	done chan struct{} // closed when the answer is in
+	err  error         // the leader's error, set before done is closed
 }
 
 // until is when a key whose TAT is tat admits a request of cost 1 under p.
@@ -63,11 +68,11 @@ const (
 
 // check looks key up at now under p. With denyLocal it returns the kept
 // TAT. When the entry no longer denies a request of cost 1, the first
-// request to see that is told to lead (ask Redis and call finish with the
-// returned channel), and the others to wait on that channel: a key that
-// many requests hammer costs one round trip each time it can admit again,
-// not one per request that arrives during the round trip.
-func (c *denyCache) check(key string, p params, now int64) (int64, cacheVerdict, chan struct{}) {
+// request to see that is told to lead (ask Redis, then call finish with the
+// returned flight), and the others to wait for that flight: a key that many
+// requests hammer costs one round trip each time it can admit again, not
+// one per request that arrives during the round trip.
+func (c *denyCache) check(key string, p params, now int64) (int64, cacheVerdict, *flight) {
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -80,7 +85,7 @@ func (c *denyCache) check(key string, p params, now int64) (int64, cacheVerdict,
 	case e.wait != nil:
 		return 0, waitRedis, e.wait
 	}
-	e.wait = make(chan struct{})
+	e.wait = &flight{done: make(chan struct{})}
 	s.m[key] = e
 	return 0, leadRedis, e.wait
 }
@@ -109,13 +114,15 @@ func (c *denyCache) observe(key string, tat int64, p params, now int64) {
 	s.m[key] = denyEntry{tat: tat, until: u}
 }
 
-// finish ends a lead: it wakes the waiters and drops the entry unless
-// what the leader observed (or anything since) makes it deny again.
-func (c *denyCache) finish(key string, wait chan struct{}, p params, now int64) {
+// finish ends a lead: it wakes the waiters, passing them the leader's
+// error, and drops the entry unless what the leader observed (or anything
+// since) makes it deny again.
+func (c *denyCache) finish(key string, wait *flight, err error, p params, now int64) {
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	close(wait)
+	wait.err = err
+	close(wait.done)
 	e, ok := s.m[key]
 	if !ok || e.wait != wait {
 		return // evicted meanwhile

@@ -80,10 +80,12 @@ type FallbackOptions struct {
 // unreachable, breaker open, a reply error such as OOM or a script error,
 // a malformed reply — switches to the local limiter.
 //
-// State is not carried between the two: requests admitted locally are not
-// counted in Redis, and the local limiter's state is left to expire when
-// Redis is back. For a few periods around an outage a key may so be
-// admitted up to twice its limit on one instance.
+// State is not carried between the two limiters: at each switch a key
+// continues from the state the other one has, which has not seen the
+// requests admitted meanwhile (at the first outage, the local limiter
+// starts with every key at a full burst; back in Redis, a key finds the
+// state it had before the outage, if it has not expired). So around each
+// switch a key may be admitted up to one extra burst per instance.
 type Fallback struct {
 	shared, local agentapi.RateLimiter
 	policy        Policy

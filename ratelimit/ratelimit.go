@@ -4,10 +4,11 @@
 //   - Memory decides in this process, per key, with an injectable clock.
 //   - Redis decides in Redis with one atomic Lua script per decision, so
 //     every instance sharing the Redis server shares the limits exactly. It
-//     keeps a local deny cache so that a key far over its limit costs no
-//     round trip.
+//     keeps a local deny cache so that a key far over its limit is denied
+//     without a round trip (about one per admission and instance remains).
 //   - Fallback puts a shared limiter (Redis) in front of a local one
-//     (Memory) and keeps deciding while the shared one is unreachable.
+//     (Memory) and keeps deciding, without waiting on timeouts, while the
+//     shared one is unreachable; its Status reports which one is in use.
 //
 // # The algorithm
 //
@@ -30,8 +31,8 @@
 // Arithmetic is on integers: T is Period/Rate rounded up to the limiter's
 // unit (nanoseconds for Memory, microseconds for Redis, so at most a
 // million requests a second per key for Redis). Rounding T up can only
-// admit less, never more: for Rate=3, Period=1s, T is 333,334µs instead of
-// 333,333.3µs, one request fewer every 111 hours.
+// admit less, never more: for Rate=3, Period=1s, Redis's T is 333,334µs
+// instead of 333,333.3µs, one request fewer every 46 hours.
 //
 // # Decisions
 //

@@ -2,8 +2,11 @@ package ratelimit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,8 +203,9 @@ func TestMemoryBounded(t *testing.T) {
 }
 
 // TestDenyCacheSavesRoundTrips: a key far over its limit costs one round
-// trip per interval per instance, not one per request; the cache stays
-// within its size.
+// trip per admission per instance, not one per request, even with many
+// goroutines hammering it when it admits again; the cache stays within its
+// size.
 func TestDenyCacheSavesRoundTrips(t *testing.T) {
 	ctx := testCtx(t)
 	clk := storetest.NewManualClock(time.Time{})
@@ -209,26 +213,38 @@ func TestDenyCacheSavesRoundTrips(t *testing.T) {
 	prefix := fmt.Sprintf("rlc:%d:", time.Now().UnixNano())
 	l := agentapi.RateLimit{Rate: 10, Period: time.Minute, Burst: 2}
 	hot := prefix + "{t:a}:rl:hot"
-	admitted := 0
+	var admitted atomic.Int64
 	for range 60 { // 60 steps of 1s: 6s per request → 10 admissions + the burst
-		for range 100 {
-			d, err := r.Allow(ctx, hot, l, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Allowed {
-				admitted++
-			}
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 25 {
+					d, err := r.Allow(ctx, hot, l, 1)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						admitted.Add(1)
+					}
+				}
+			}()
 		}
+		wg.Wait()
 		clk.Advance(time.Second)
 	}
 	s := r.Stats()
-	if admitted != 2+9 {
-		t.Errorf("admitted %d, want 11", admitted)
+	if admitted.Load() != 2+9 {
+		t.Errorf("admitted %d, want 11", admitted.Load())
 	}
-	// Each interval: one admission, one denial from Redis, the rest local.
-	if s.Evals > 30 || s.LocalDenials < 6000-30 {
-		t.Errorf("stats %+v: want at most 30 round trips for 6000 requests", s)
+	// The first step: the burst and a few denials until one is kept (the
+	// goroutines start together); then one admission every 6s, whose
+	// reply is kept at once: the rest are local.
+	t.Logf("24,000 requests: %+v", s)
+	if s.Evals > 2+16+9 || s.LocalDenials < 24000-(2+16+9) {
+		t.Errorf("stats %+v: want at most %d round trips for 24,000 requests", s, 2+16+9)
 	}
 	// Many denied keys: the cache stays at its size.
 	for i := range 1000 {
@@ -238,5 +254,78 @@ func TestDenyCacheSavesRoundTrips(t *testing.T) {
 	}
 	if n := r.Stats().DenyCacheEntries; n > 64 {
 		t.Errorf("deny cache holds %d entries, size 64", n)
+	}
+}
+
+// flakyKV wraps a kv.Client; while fail is set, Eval waits for release and
+// then fails as an unreachable server would.
+type flakyKV struct {
+	kv.Client
+	mu      sync.Mutex
+	fail    bool
+	release chan struct{}
+	evals   atomic.Int64
+}
+
+func (f *flakyKV) Eval(ctx context.Context, s *kv.Script, keys []string, args ...string) (kv.Value, error) {
+	f.evals.Add(1)
+	f.mu.Lock()
+	fail, release := f.fail, f.release
+	f.mu.Unlock()
+	if fail {
+		<-release
+		return kv.Value{}, kv.Unavailable("flaky", errors.New("connection refused"))
+	}
+	return f.Client.Eval(ctx, s, keys, args...)
+}
+
+// TestDenyCacheWaitersShareFailure: requests waiting for the one request
+// that asks Redis about a hot key fail with its error instead of each
+// trying in turn (which, over a client without a breaker, would queue
+// them behind one timeout each).
+func TestDenyCacheWaitersShareFailure(t *testing.T) {
+	ctx := testCtx(t)
+	clk := storetest.NewManualClock(time.Time{})
+	fk := &flakyKV{Client: dialNative(t, redistest.URL(t))}
+	r := ratelimit.NewRedis(fk, ratelimit.RedisOptions{Now: clk.Now})
+	key := fmt.Sprintf("rlw:%d:{t:a}:rl:hot", time.Now().UnixNano())
+	l := agentapi.RateLimit{Rate: 1, Period: time.Minute, Burst: 1}
+	if d, err := r.Allow(ctx, key, l, 1); err != nil || !d.Allowed {
+		t.Fatalf("first: %+v, %v", d, err)
+	}
+	if d, _ := r.Allow(ctx, key, l, 1); d.Allowed || fk.evals.Load() != 1 {
+		t.Fatalf("second: %+v after %d evals, want a local denial", d, fk.evals.Load())
+	}
+	clk.Advance(time.Minute) // the key admits again: the next request leads
+	release := make(chan struct{})
+	fk.mu.Lock()
+	fk.fail, fk.release = true, release
+	fk.mu.Unlock()
+	const n = 10
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := r.Allow(ctx, key, l, 1)
+			errs <- err
+		}()
+	}
+	for fk.evals.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the others queue up behind the leader
+	close(release)
+	for range n {
+		if err := <-errs; !errors.Is(err, kv.ErrUnavailable) {
+			t.Fatalf("got %v, want the leader's unavailable error", err)
+		}
+	}
+	if got := fk.evals.Load(); got != 2 {
+		t.Fatalf("%d evals, want 2 (one before, one leader)", got)
+	}
+	fk.mu.Lock()
+	fk.fail = false
+	fk.mu.Unlock()
+	if d, err := r.Allow(ctx, key, l, 1); err != nil || !d.Allowed {
+		t.Fatalf("after recovery: %+v, %v; want admitted", d, err)
 	}
 }

@@ -84,12 +84,14 @@ type RedisOptions struct {
 //
 // The current time is not read in Redis: the caller sends it, in
 // microseconds, with each decision (from RedisOptions.Now). A script that
-// reads the server's clock (TIME) is not deterministic, so Redis would have
-// to replicate its effects instead of the script
-// (redis.replicate_commands(), the default only since Redis 7, and not
-// available on Upstash, which needs scripts to be deterministic). Sending
-// the time keeps the script plain and Upstash-compatible, and makes the
-// limiter testable with a fake clock.
+// reads the server's clock (TIME) is not deterministic: run again on a
+// replica, or replayed from the AOF, it would compute something else. Redis
+// before 5 replicates scripts verbatim and refuses a write after TIME
+// unless the script first calls redis.replicate_commands(); Upstash, which
+// runs scripts on its replicas too, expects them to be deterministic.
+// Sending the time keeps the script deterministic everywhere, with no
+// replicate_commands call, and makes the limiter testable with a fake
+// clock.
 //
 // The price is that every instance sharing a Redis must have its clock
 // synchronised (NTP). A request decided with a clock that is s ahead or
@@ -108,20 +110,28 @@ type RedisOptions struct {
 // whatever limit it used). So a TAT that Redis reported is a lower bound of
 // the key's TAT from then on, and a request that this TAT already denies
 // would be denied by Redis too. The limiter keeps, per key, the latest TAT
-// Redis reported for it, from the moment that TAT denies the next request
-// of cost 1 (after a denial, or an admission that used the last of the
-// burst), and denies locally, without a round trip, every request that
-// the kept TAT denies under the limit of that request, with Remaining,
-// RetryAfter and ResetAfter computed from it. A request the kept TAT would
-// admit goes to Redis: so does a smaller cost than the one just denied, and
-// a raised limit, which therefore takes effect at once. For a single
-// instance a local denial is exactly Redis's decision; when other instances
-// pushed the TAT further, Redis would deny too, with a longer RetryAfter.
-// An entry is dropped once, under the limit it is read with, a request of
-// cost 1 fits again (so it lasts at most the RetryAfter of cost 1 that
-// Redis last reported); then the next request goes to Redis. Every reply
-// from Redis raises the kept TAT, so the cache never falls behind this
-// instance's own admissions.
+// Redis reported for it while that TAT denies a request of cost 1 under
+// the limit it is read with (and so a request of any cost): after a
+// denial, or after an admission that used the last of the burst. While it
+// does, requests for the key are denied locally, without a round trip,
+// with Remaining, RetryAfter and ResetAfter computed from it. A denial of
+// a large cost that still leaves room for cost 1 is not kept, so smaller
+// requests still reach Redis; and a raised limit, under which the kept TAT
+// admits cost 1, reaches Redis too, so it takes effect at once. For a
+// single instance a local denial is exactly Redis's decision; when other
+// instances pushed the TAT further, Redis would deny too, with a longer
+// RetryAfter.
+//
+// Once, under the limit it is read with, the kept TAT admits a request of
+// cost 1 again (at most the RetryAfter of cost 1 that Redis last reported),
+// the next request goes to Redis, and only that one: requests of this
+// instance for the same key that arrive meanwhile wait for its answer and
+// then look at the cache again (a hot key costs each instance one round
+// trip per admission, not one per request arriving during a round trip).
+// If that request fails, the waiting ones fail with its error rather than
+// queue up behind one more attempt each. Every reply from Redis raises the
+// kept TAT, so the cache never falls behind this instance's own
+// admissions.
 //
 // The cache holds at most DenyCacheSize keys, split over shards; a full
 // shard drops expired entries first, otherwise arbitrary ones (losing an
@@ -167,7 +177,7 @@ func (r *Redis) Allow(ctx context.Context, key string, limit agentapi.RateLimit,
 		return agentapi.RateDecision{}, err
 	}
 	now := r.now().UnixMicro()
-	var lead chan struct{}
+	var lead *flight
 	if r.cache != nil && cost > 0 && int64(cost) <= p.burst {
 	lookup:
 		for {
@@ -179,7 +189,12 @@ func (r *Redis) Allow(ctx context.Context, key string, limit agentapi.RateLimit,
 				return decide(tat, now, p, int64(cost)).decision(limit, time.Microsecond), nil
 			case waitRedis:
 				select {
-				case <-ch:
+				case <-ch.done:
+					if ch.err != nil {
+						// Redis failed for the request we waited for: do
+						// not queue up behind another attempt.
+						return agentapi.RateDecision{}, ch.err
+					}
 					now = r.now().UnixMicro()
 					continue
 				case <-ctx.Done():
@@ -198,7 +213,11 @@ func (r *Redis) Allow(ctx context.Context, key string, limit agentapi.RateLimit,
 			r.cache.observe(key, now+o.reset, p, now)
 		}
 		if lead != nil {
-			r.cache.finish(key, lead, p, now)
+			ferr := err
+			if ctx.Err() != nil {
+				ferr = nil // our caller gave up, Redis did not fail: a waiter takes over
+			}
+			r.cache.finish(key, lead, ferr, p, now)
 		}
 	}
 	if err != nil {

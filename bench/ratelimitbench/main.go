@@ -71,8 +71,8 @@ func run() int {
 	}
 	for _, d := range strings.Split(drivers, ",") {
 		d = strings.TrimSpace(d)
-		if !slices.Contains(bench.RLDriverNames, d) {
-			return fail(fmt.Errorf("unknown library %q (have %v)", d, bench.RLDriverNames))
+		if !slices.Contains(bench.RLDriverNames, d) && !slices.Contains(bench.RLExtraDriverNames, d) {
+			return fail(fmt.Errorf("unknown library %q (have %v, and %v)", d, bench.RLDriverNames, bench.RLExtraDriverNames))
 		}
 		cfg.drivers = append(cfg.drivers, d)
 	}
@@ -148,8 +148,9 @@ func measure(ctx context.Context, cfg config, out io.Writer) error {
 		case bench.RLHot:
 			fmt.Fprintf(out, "### One hot key over its limit (%d/%v, burst %d: nearly every request denied)\n\n", l.Rate, l.Period, l.Burst)
 		}
-		fmt.Fprintln(out, "| goroutines | library | decisions/s | p50 | p99 | admitted | errors | × redis_rate |")
+		fmt.Fprintln(out, "| goroutines | library | decisions/s | p50 | p99 | admitted | failed calls | × redis_rate |")
 		fmt.Fprintln(out, "|---:|---|---:|---:|---:|---:|---:|---:|")
+		failures := map[string]string{}
 		for _, g := range cfg.goroutines {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -182,15 +183,23 @@ func measure(ctx context.Context, cfg config, out io.Writer) error {
 				}
 				errCol := "0"
 				if r.Errors > 0 {
-					errCol = fmt.Sprintf("%d (%s)", r.Errors, short(r.FirstErr))
+					errCol = fmt.Sprintf("%.1f%%", 100*float64(r.Errors)/float64(r.Calls))
+					if _, seen := failures[d.Name()]; !seen {
+						failures[d.Name()] = short(r.FirstErr)
+					}
 				}
 				fmt.Fprintf(out, "| %d | %s | %s | %s | %s | %.1f%% | %s | %s |\n", g, name, bench.FormatRate(r.PerSec()),
 					fmtDur(r.Hist.Quantile(0.5)), fmtDur(r.Hist.Quantile(0.99)),
-					100*float64(r.Allowed)/float64(max(r.Calls, 1)), errCol, fmtRatio(bench.Ratio(r.PerSec(), base)))
+					100*float64(r.Allowed)/float64(max(r.Calls-r.Errors, 1)), errCol, fmtRatio(bench.Ratio(r.PerSec(), base)))
 			}
 			closeAll(ds)
 		}
 		fmt.Fprintln(out)
+		for _, name := range cfg.drivers {
+			if e, ok := failures[name]; ok {
+				fmt.Fprintf(out, "Failed calls of %s, e.g.: `%s`\n\n", name, e)
+			}
+		}
 	}
 	if cfg.exactDur > 0 {
 		l := bench.RLHotLimit
@@ -247,8 +256,8 @@ func short(err error) string {
 		return ""
 	}
 	s := err.Error()
-	if len(s) > 60 {
-		s = s[:60] + "…"
+	if len(s) > 120 {
+		s = s[:120] + "…"
 	}
-	return strings.ReplaceAll(s, "|", "/")
+	return s
 }
