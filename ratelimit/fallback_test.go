@@ -309,8 +309,10 @@ func TestFallbackRedisStopped(t *testing.T) {
 	t.Logf("first failure %v after the stop; %d calls during the outage (%d after it), latency after the first failure: p50 %v, p99 %v, max %v; shared again %v after the restart; status %+v",
 		firstFailure.Sub(stoppedAt).Round(time.Microsecond), outage, len(after),
 		after[len(after)/2], after[len(after)*99/100], maxTook, backAt.Sub(restartedAt).Round(time.Millisecond), st)
-	if maxTook > 50*time.Millisecond {
-		t.Errorf("a call started after the first failure took %v, want at most 50ms", maxTook)
+	// A call that waited for Redis would take the connect timeout (1s);
+	// a quarter of it leaves room for a loaded machine's scheduling.
+	if maxTook > 250*time.Millisecond {
+		t.Errorf("a call started after the first failure took %v: it waited for Redis (connect timeout 1s)", maxTook)
 	}
 	if st.Fallbacks < 1 || st.LocalDecisions < int64(outage) {
 		t.Errorf("status %+v: want a fallback and at least %d local decisions", st, outage)
