@@ -174,11 +174,13 @@ type transport struct {
 }
 
 var transports = []transport{
-	{"native", 100 * time.Millisecond, func(t *testing.T) (kv.Client, kv.Client) {
+	// Generous on a loaded machine; typical figures are logged (≈1ms
+	// native, ≈0.5s REST).
+	{"native", time.Second, func(t *testing.T) (kv.Client, kv.Client) {
 		u := redistest.URL(t)
 		return dialNative(t, u), dialNative(t, u)
 	}},
-	{"rest", breaker.DefaultLocalCacheTTL + 250*time.Millisecond, func(t *testing.T) (kv.Client, kv.Client) {
+	{"rest", breaker.DefaultLocalCacheTTL + time.Second, func(t *testing.T) (kv.Client, kv.Client) {
 		base, _ := restserver.StartTest(t, redistest.URL(t), token)
 		return newREST(t, base), newREST(t, base)
 	}},
@@ -455,8 +457,9 @@ func TestFallbackWhenRedisDown(t *testing.T) {
 		t.Errorf("A after two local probes: %s, want closed", s)
 	}
 	t.Logf("slowest call while Redis was down: %v", slowest)
-	if slowest > 100*time.Millisecond {
-		t.Errorf("a call took %v while Redis was down, want each to fail over at once", slowest)
+	// A call that waited for Redis would take the 2s connect timeout.
+	if slowest > 500*time.Millisecond {
+		t.Errorf("a call took %v while Redis was down: it waited for Redis instead of failing over", slowest)
 	}
 
 	srv.Restart(t)
