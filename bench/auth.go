@@ -307,27 +307,7 @@ func runLoop(ctx context.Context, name string, g int, dur time.Duration, call fu
 // warm of unmeasured use each (connections dialled, caches filled), in
 // 2*rounds slices alternating the drivers' order, as Compare does.
 func CompareAuth(ctx context.Context, drivers []AuthDriver, g int, dur, warm time.Duration, rounds int) []Result {
-	rounds = max(rounds, 1)
-	out := make([]Result, len(drivers))
-	if warm > 0 {
-		for i, d := range drivers {
-			if r := RunAuthFor(ctx, d, g, warm); r.Err != nil {
-				out[i].Err = r.Err
-			}
-		}
-	}
-	slice := dur / time.Duration(2*rounds)
-	for pass := range 2 * rounds {
-		for k := range drivers {
-			i := k
-			if pass%2 == 1 {
-				i = len(drivers) - 1 - k
-			}
-			if out[i].Err != nil {
-				continue
-			}
-			out[i] = out[i].Add(RunAuthFor(ctx, drivers[i], g, slice))
-		}
-	}
-	return out
+	return Interleave(len(drivers), dur, warm, rounds, func(i int, d time.Duration) Result {
+		return RunAuthFor(ctx, drivers[i], g, d)
+	})
 }

@@ -489,26 +489,36 @@ func RunN(ctx context.Context, ks *Keyspace, d Driver, op Op, g, n int) error {
 // favours one. Each driver first runs unmeasured for warm (connections
 // dialled, pools filled, background goroutines started).
 func Compare(ctx context.Context, ks *Keyspace, drivers []Driver, op Op, g int, dur, warm time.Duration, rounds int) []Result {
+	return Interleave(len(drivers), dur, warm, rounds, func(i int, d time.Duration) Result {
+		return RunFor(ctx, ks, drivers[i], op, g, d)
+	})
+}
+
+// Interleave measures n drivers side by side: a warm-up run of each, then
+// 2*rounds slices of dur/(2*rounds) alternating their order (a, b, b, a,
+// ...), so neither benefits from going first; run(i, d) measures driver i
+// for d. A driver that fails is not run again.
+func Interleave(n int, dur, warm time.Duration, rounds int, run func(i int, d time.Duration) Result) []Result {
 	rounds = max(rounds, 1)
-	out := make([]Result, len(drivers))
+	out := make([]Result, n)
 	if warm > 0 {
-		for i, d := range drivers {
-			if r := RunFor(ctx, ks, d, op, g, warm); r.Err != nil {
+		for i := range n {
+			if r := run(i, warm); r.Err != nil {
 				out[i].Err = r.Err
 			}
 		}
 	}
 	slice := dur / time.Duration(2*rounds)
 	for pass := range 2 * rounds {
-		for k := range drivers {
+		for k := range n {
 			i := k
 			if pass%2 == 1 {
-				i = len(drivers) - 1 - k
+				i = n - 1 - k
 			}
 			if out[i].Err != nil {
 				continue
 			}
-			out[i] = out[i].Add(RunFor(ctx, ks, drivers[i], op, g, slice))
+			out[i] = out[i].Add(run(i, slice))
 		}
 	}
 	return out

@@ -83,7 +83,7 @@ func run() int {
 		cfg.url = os.Getenv("REDIS_URL")
 	}
 	if cfg.url == "" {
-		srv, err := launchRedis()
+		srv, err := bench.StartRedis()
 		if err != nil {
 			return fail(err)
 		}
