@@ -45,6 +45,10 @@ type TermOptions struct {
 	// OnOutput, when set, is called (from the reader goroutine, without
 	// locks held) after each chunk of output reached the screen.
 	OnOutput func()
+	// Credential, when set, runs the program as that user (and group, with
+	// no supplementary groups); the terminal is handed to the user too.
+	// Needs root.
+	Credential *syscall.Credential
 }
 
 // StartTerminal starts argv in a new pseudo-terminal.
@@ -65,7 +69,7 @@ func StartTerminal(argv []string, o TermOptions) (*Terminal, error) {
 		cmd.Env = os.Environ()
 	}
 	cmd.Env = append(cmd.Env, "TERM=xterm-256color", "COLORTERM=truecolor")
-	raw, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: uint16(o.Width), Rows: uint16(o.Height)})
+	raw, err := startPTY(cmd, &pty.Winsize{Cols: uint16(o.Width), Rows: uint16(o.Height)}, o.Credential)
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
@@ -101,6 +105,36 @@ func StartTerminal(argv []string, o TermOptions) (*Terminal, error) {
 		close(t.done)
 	}()
 	return t, nil
+}
+
+// startPTY starts cmd on a new pseudo-terminal as its session leader and
+// controlling terminal, as cred's user when cred is set.
+func startPTY(cmd *exec.Cmd, ws *pty.Winsize, cred *syscall.Credential) (*os.File, error) {
+	if cred == nil {
+		return pty.StartWithSize(cmd, ws)
+	}
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer tty.Close()
+	if err := pty.Setsize(ptmx, ws); err != nil {
+		ptmx.Close()
+		return nil, err
+	}
+	// Programs that reopen their terminal by name need to own it.
+	if err := tty.Chown(int(cred.Uid), int(cred.Gid)); err != nil {
+		ptmx.Close()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cred.Groups = []uint32{} // drop the server's supplementary groups
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		ptmx.Close()
+		return nil, err
+	}
+	return ptmx, nil
 }
 
 // pollable returns the pty master as a non-blocking file served by Go's

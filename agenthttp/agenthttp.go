@@ -60,6 +60,9 @@ type Config struct {
 	// Embedded skips the host and CORS checks: the server is mounted inside
 	// another one (agentapi serve) that does its own.
 	Embedded bool
+	// UploadOwner, when set, is called on every uploaded file: the agent
+	// may run as another user, who must be able to read it.
+	UploadOwner func(path string) error
 }
 
 // Server is the HTTP handler for one agent.
@@ -318,6 +321,11 @@ func (s *Server) upload(ctx context.Context, in *struct {
 	}
 	name := safeName(f.Filename)
 	path, err := writeUnique(s.cfg.UploadDir, name, buf)
+	if err == nil && s.cfg.UploadOwner != nil {
+		if err = s.cfg.UploadOwner(path); err != nil {
+			os.Remove(path)
+		}
+	}
 	if err != nil {
 		s.log.Error("saving an upload failed", "error", err)
 		return nil, huma.Error500InternalServerError("saving the file failed")

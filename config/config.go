@@ -100,6 +100,7 @@ type Tenancy struct {
 	LoginMaxLifetime  time.Duration // AGENTAPI_SESSION_MAX_LIFETIME: absolute cap of a login session
 	SecureCookies     bool          // AGENTAPI_SECURE_COOKIES
 	InstanceID        string        // AGENTAPI_INSTANCE_ID
+	AgentUIDBase      int           // AGENTAPI_AGENT_UID_BASE: 0 runs agents as the server's user
 }
 
 // Redis holds the REDIS_* and UPSTASH_* settings.
@@ -405,6 +406,10 @@ func Load(args []string, env Env) (*Config, error) {
 		r.problem(fmt.Sprintf("AGENTAPI_SESSION_MAX_LIFETIME (%s) is shorter than SESSION_TTL (%s): the absolute lifetime caps the idle timeout", tn.LoginMaxLifetime, c.Session.TTL))
 	}
 	tn.SecureCookies = r.boolean("AGENTAPI_SECURE_COOKIES", false)
+	tn.AgentUIDBase = r.nonNegative("AGENTAPI_AGENT_UID_BASE", 0)
+	if tn.AgentUIDBase > 0 && tn.AgentUIDBase+65536 > 1<<31-1 {
+		r.bad("AGENTAPI_AGENT_UID_BASE", strconv.Itoa(tn.AgentUIDBase), "too large: the 65536 uids from it must be valid")
+	}
 	tn.InstanceID, _ = r.get("AGENTAPI_INSTANCE_ID")
 	if tn.InstanceID == "" {
 		host, _ := os.Hostname()

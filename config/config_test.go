@@ -200,6 +200,8 @@ func TestVariables(t *testing.T) {
 		{name: "AGENTAPI_SESSION_MAX_LIFETIME below SESSION_TTL", env: map[string]string{"AGENTAPI_SESSION_MAX_LIFETIME": "10m"}, err: "shorter than SESSION_TTL"},
 		{name: "AGENTAPI_SECURE_COOKIES", env: map[string]string{"AGENTAPI_SECURE_COOKIES": "true"}, field: func(c *Config) any { return c.Tenancy.SecureCookies }, want: true},
 		{name: "AGENTAPI_SECURE_COOKIES bad", env: map[string]string{"AGENTAPI_SECURE_COOKIES": "sure"}, err: "AGENTAPI_SECURE_COOKIES"},
+		{name: "AGENTAPI_AGENT_UID_BASE", env: map[string]string{"AGENTAPI_AGENT_UID_BASE": "200000"}, field: func(c *Config) any { return c.Tenancy.AgentUIDBase }, want: 200000},
+		{name: "AGENTAPI_AGENT_UID_BASE bad", env: map[string]string{"AGENTAPI_AGENT_UID_BASE": "-1"}, err: "AGENTAPI_AGENT_UID_BASE"},
 		{name: "AGENTAPI_INSTANCE_ID", env: map[string]string{"AGENTAPI_INSTANCE_ID": "api-1"}, field: func(c *Config) any { return c.Tenancy.InstanceID }, want: "api-1"},
 		{name: "TOKEN_ENCRYPTION_KEY garbage", env: map[string]string{"TOKEN_ENCRYPTION_KEY": "not a key!"}, err: "TOKEN_ENCRYPTION_KEY: is neither 64 hex characters"},
 	}
@@ -326,7 +328,7 @@ func TestVariablesMatchDevelopersList(t *testing.T) {
 		"PORT", "DATABASE_URL", "AGENTAPI_DATA_DIR", "LOG_LEVEL", "LOG_FORMAT",
 		"TOKEN_ENCRYPTION_KEY_PREVIOUS", "AGENTAPI_AGENTS_FILE", "AGENTAPI_ADMIN_API_KEY", "AGENTAPI_MAX_SESSIONS_PER_TENANT",
 		"RATE_LIMIT_IP_REQUESTS_PER_MINUTE", "RATE_LIMIT_IP_BURST_SIZE", "RATE_LIMIT_LOGIN_REQUESTS_PER_MINUTE", "RATE_LIMIT_LOGIN_BURST_SIZE", "RATE_LIMIT_FAILURE_POLICY", "TRUSTED_PROXIES",
-		"AGENTAPI_MAX_SESSIONS_PER_USER", "AGENTAPI_SESSION_IDLE_TIMEOUT", "AGENTAPI_SESSION_MAX_LIFETIME", "AGENTAPI_SECURE_COOKIES", "AGENTAPI_INSTANCE_ID"}
+		"AGENTAPI_MAX_SESSIONS_PER_USER", "AGENTAPI_SESSION_IDLE_TIMEOUT", "AGENTAPI_SESSION_MAX_LIFETIME", "AGENTAPI_SECURE_COOKIES", "AGENTAPI_INSTANCE_ID", "AGENTAPI_AGENT_UID_BASE"}
 	read := map[string]bool{}
 	for _, v := range Variables() {
 		read[v] = true

@@ -138,6 +138,7 @@ func (c *Config) Effective() [][2]string {
 		{"AGENTAPI_SESSION_MAX_LIFETIME", secs(c.Tenancy.LoginMaxLifetime)},
 		{"AGENTAPI_SECURE_COOKIES", fmt.Sprint(c.Tenancy.SecureCookies)},
 		{"AGENTAPI_INSTANCE_ID", c.Tenancy.InstanceID},
+		{"AGENTAPI_AGENT_UID_BASE", fmt.Sprint(c.Tenancy.AgentUIDBase)},
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/agentapi-mt/agentapi"
@@ -43,6 +44,11 @@ type Options struct {
 	// Env, when set, returns extra environment for a tenant's agents (its
 	// unsealed secrets).
 	Env func(ctx context.Context, tenantID string) (map[string]string, error)
+	// AgentUIDBase, when positive, runs each session's agent as its own
+	// user: uid (and gid) AgentUIDBase + n, n cycling over 65536 values,
+	// owning the session's workspace. Agents then cannot read each other's
+	// files and environments, nor the server's. Needs root.
+	AgentUIDBase int
 	// Breakers, when set, guard starting agents and delivering messages,
 	// one breaker per agent name for each ("agent-start:<name>",
 	// "agent-deliver:<name>"), so a broken agent stops being retried by
@@ -79,6 +85,7 @@ type Manager struct {
 	mu      sync.Mutex
 	running map[string]*session
 	closed  bool
+	nextUID int
 
 	stopJanitor context.CancelFunc
 	janitorDone chan struct{}
@@ -202,6 +209,33 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		return fail(agentapi.E("runner.start", agentapi.KindInternal, err))
 	}
 	os.Chmod(s.workdir, 0o700)
+	var cred *syscall.Credential
+	var chown func(string) error
+	if m.o.AgentUIDBase > 0 {
+		m.mu.Lock()
+		id := uint32(m.o.AgentUIDBase + m.nextUID%65536)
+		m.nextUID++
+		m.mu.Unlock()
+		cred = &syscall.Credential{Uid: id, Gid: id}
+		chown = func(p string) error { return os.Lchown(p, int(id), int(id)) }
+		uploads := filepath.Join(s.workdir, "uploads")
+		err := os.MkdirAll(uploads, 0o700)
+		for _, p := range []string{s.workdir, uploads} {
+			if err == nil {
+				err = chown(p)
+			}
+		}
+		// The agent's user must be able to walk down to its workspace:
+		// the directories above it are traverse-only, listing nothing.
+		for _, p := range []string{filepath.Dir(s.workdir), m.o.WorkRoot, filepath.Dir(m.o.WorkRoot)} {
+			if err == nil {
+				err = os.Chmod(p, 0o711)
+			}
+		}
+		if err != nil {
+			return fail(agentapi.E("runner.start", agentapi.KindInternal, fmt.Errorf("preparing the agent's workspace: %w", err)))
+		}
+	}
 	env, err := m.environment(ctx, tenantID, entry, s.workdir)
 	if err != nil {
 		return fail(agentapi.E("runner.start", agentapi.KindUnavailable, err))
@@ -227,7 +261,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	}
 	var ag atomic.Pointer[agent.Agent]
 	term, err := agent.StartTerminal(argv, agent.TermOptions{
-		Dir: s.workdir, Env: env,
+		Dir: s.workdir, Env: env, Credential: cred,
 		OnOutput: func() {
 			if a := ag.Load(); a != nil {
 				a.Output()
@@ -235,6 +269,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		},
 	})
 	if err != nil {
+		m.log.Error("starting an agent failed", "agent", req.Agent, "tenant", tenantID, "error", err)
 		err = agentapi.E("runner.start", agentapi.KindUnavailable, fmt.Errorf("starting the %s agent failed", req.Agent))
 		startDone(err)
 		now := time.Now().UTC()
@@ -260,7 +295,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	s.agent = a
 	srv, err := agenthttp.New(agenthttp.Config{
 		Agent: a, AgentType: entry.Type, UploadDir: filepath.Join(s.workdir, "uploads"),
-		Embedded: true, Version: m.o.Version, Logger: m.log,
+		Embedded: true, Version: m.o.Version, Logger: m.log, UploadOwner: chown,
 	})
 	if err != nil {
 		return fail(agentapi.E("runner.start", agentapi.KindInternal, err))

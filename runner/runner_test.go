@@ -1,12 +1,17 @@
 package runner
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"mime/multipart"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -200,5 +205,111 @@ func TestStartRacingCloseLeavesNothingRunning(t *testing.T) {
 	wg.Wait()
 	if n := m.Running(); n != 0 {
 		t.Fatalf("%d sessions still running after Close", n)
+	}
+}
+
+// TestAgentsRunAsTheirOwnUsers: with AgentUIDBase, an agent runs under its
+// own uid and can read neither the server's environment, nor another
+// agent's environment, nor another session's workspace; its own workspace
+// and uploads are its own.
+func TestAgentsRunAsTheirOwnUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test needs root (CI runs as root)")
+		}
+		t.Skip("needs root to switch users")
+	}
+	t.Setenv("SERVER_ONLY_SECRET", "must-not-leak")
+	tmp := t.TempDir()
+	// The agents' users must be able to walk down to the data directory,
+	// as the server checks for AGENTAPI_DATA_DIR.
+	for d := tmp; d != "/tmp" && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o711)
+	}
+	root := filepath.Join(tmp, "data", "workspaces")
+	probe := `id -u; ` +
+		`cat /proc/` + fmt.Sprint(os.Getpid()) + `/environ >/dev/null 2>&1 && echo LEAK-SERVER-ENV || echo server-env-denied; ` +
+		`for p in /proc/[0-9]*; do tr '\0' '\n' < $p/environ 2>/dev/null; done | grep -q OTHER_TENANT_SECRET && echo LEAK-OTHER-ENV || echo other-env-denied; ` +
+		`ls ` + root + `/globex/* >/dev/null 2>&1 && echo LEAK-OTHER-WS || echo other-ws-denied; ` +
+		`touch $HOME/mine && echo own-ws-writable; sleep 30`
+	catalog := DefaultCatalog()
+	catalog["probe"] = Agent{Type: "custom", Command: []string{"/bin/sh", "-c", probe}}
+	catalog["holder"] = Agent{Type: "custom", Command: []string{"/bin/sh", "-c", "echo holding; sleep 30"}}
+	m, db := newManager(t, Options{WorkRoot: root, AgentUIDBase: 200000, Catalog: catalog,
+		Env: func(ctx context.Context, tenant string) (map[string]string, error) {
+			if tenant == "globex" {
+				return map[string]string{"OTHER_TENANT_SECRET": "globex-secret"}, nil
+			}
+			return nil, nil
+		}})
+	now := time.Now().UTC()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(db.CreateTenant(context.Background(), agentapi.Tenant{ID: "globex", Name: "Globex", CreatedAt: now, UpdatedAt: now}))
+	g, err := m.Start(context.Background(), "globex", "u2", StartRequest{Agent: "holder"})
+	must(err)
+	waitScreen(t, db, "globex", g.ID, "holding")
+	s, err := m.Start(context.Background(), "acme", "u1", StartRequest{Agent: "probe"})
+	must(err)
+	out := waitScreen(t, db, "acme", s.ID, "own-ws-writable")
+	for _, want := range []string{"server-env-denied", "other-env-denied", "other-ws-denied"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("probe output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "LEAK") || strings.HasPrefix(strings.TrimSpace(out), "0\n") {
+		t.Fatalf("the agent escaped its user:\n%s", out)
+	}
+	fi, err := os.Stat(filepath.Join(root, "acme", s.ID))
+	must(err)
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid < 200000 || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("workspace owner %d mode %v", st.Uid, fi.Mode().Perm())
+	}
+	// An upload belongs to the agent's user, so the agent can read it.
+	h, ok := m.Handler("acme", s.ID)
+	if !ok {
+		t.Fatal("no handler for the running session")
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("file", "notes.txt")
+	fw.Write([]byte("for the agent"))
+	mw.Close()
+	req := httptest.NewRequest("POST", "/upload", &body)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var up struct {
+		FilePath string `json:"filePath"`
+	}
+	json.Unmarshal(rec.Body.Bytes(), &up)
+	ufi, err := os.Stat(up.FilePath)
+	if rec.Code != 200 || err != nil {
+		t.Fatalf("upload: %d %s %v", rec.Code, rec.Body.String(), err)
+	}
+	if ust := ufi.Sys().(*syscall.Stat_t); ust.Uid != st.Uid {
+		t.Fatalf("upload owned by %d, the agent runs as %d", ust.Uid, st.Uid)
+	}
+}
+
+// waitScreen waits until a session's first message (its screen) contains
+// want, and returns it.
+func waitScreen(t *testing.T, db *sql.DB, tenant, id, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		msgs, _ := db.Messages(context.Background(), tenant, id)
+		if len(msgs) > 0 && strings.Contains(msgs[0].Content, want) {
+			return msgs[0].Content
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s never showed %q: %+v", id, want, msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -142,8 +142,24 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	if err != nil {
 		return fail("cannot find this binary (for the demo agent)", "error", err)
 	}
+	workRoot := filepath.Join(cfg.DataDir, "workspaces")
+	if cfg.Tenancy.AgentUIDBase > 0 {
+		if os.Geteuid() != 0 {
+			return fail("AGENTAPI_AGENT_UID_BASE needs the server to run as root (it starts each agent as its own user)")
+		}
+		// Agents chdir to their workspace as their own user: every
+		// directory above the data directory must let others through.
+		for dir := filepath.Dir(cfg.DataDir); ; dir = filepath.Dir(dir) {
+			if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
+				return fail("with AGENTAPI_AGENT_UID_BASE, agents must be able to traverse the path to their workspace; put AGENTAPI_DATA_DIR under directories others may traverse (e.g. /var/lib/agentapi)", "dir", dir)
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
 	mgr := runner.New(runner.Options{
-		Store: db, Catalog: catalog, WorkRoot: filepath.Join(cfg.DataDir, "workspaces"),
+		Store: db, Catalog: catalog, WorkRoot: workRoot, AgentUIDBase: cfg.Tenancy.AgentUIDBase,
 		Instance: cfg.Tenancy.InstanceID, Self: self,
 		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
 		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
