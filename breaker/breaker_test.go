@@ -526,7 +526,8 @@ func TestDisabledOption(t *testing.T) {
 
 func TestDefaultsAndIsFailure(t *testing.T) {
 	errClient := errors.New("bad request")
-	r := breaker.NewRegistry(breaker.Settings{}, breaker.Options{IsFailure: func(err error) bool { return !errors.Is(err, errClient) }})
+	clock := newClock() // time stands still: the refusal's wait is exactly the timeout
+	r := breaker.NewRegistry(breaker.Settings{}, breaker.Options{Clock: clock.Now, IsFailure: func(err error) bool { return !errors.Is(err, errClient) }})
 	if s := r.Settings(); s.FailureThreshold != 5 || s.SuccessThreshold != 2 || s.Timeout != 30*time.Second || s.MaxProbes != 1 {
 		t.Errorf("default settings %+v", s)
 	}
