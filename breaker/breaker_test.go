@@ -18,6 +18,7 @@ import (
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/kv"
+	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
 	"github.com/agentapi-mt/agentapi/kv/rest"
 	"github.com/agentapi-mt/agentapi/kv/restserver"
@@ -37,6 +38,8 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+func newREST(t *testing.T, base string) *rest.Client { return kvtest.REST(t, base, token) }
+
 var prefixes atomic.Int64
 
 // prefix is a key prefix no other registry of this test binary uses.
@@ -46,24 +49,10 @@ func prefix() string {
 
 func dialNative(t *testing.T, url string) *native.Client {
 	t.Helper()
-	c, err := native.Dial(testCtx(t), native.Options{URL: url, ConnectTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("native.Dial: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := kvtest.Native(t, native.Options{URL: url})
 	if !c.Caching() {
 		t.Fatalf("native client without client-side caching; these tests need it")
 	}
-	return c
-}
-
-func newREST(t *testing.T, base string) *rest.Client {
-	t.Helper()
-	c, err := rest.New(rest.Options{URL: base, Token: token, Backoff: time.Millisecond, MaxRetries: 1, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatalf("rest.New: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
 	return c
 }
 

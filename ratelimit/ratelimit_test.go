@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/kv"
+	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
 	"github.com/agentapi-mt/agentapi/kv/rest"
 	"github.com/agentapi-mt/agentapi/kv/restserver"
@@ -28,32 +29,16 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+func dialNative(t *testing.T, url string) *native.Client {
+	return kvtest.Native(t, native.Options{URL: url})
+}
+
+func newREST(t *testing.T, base string) *rest.Client { return kvtest.REST(t, base, restToken) }
+
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// dialNative connects to url and closes the client when t ends.
-func dialNative(t *testing.T, url string) *native.Client {
-	t.Helper()
-	c, err := native.Dial(testCtx(t), native.Options{URL: url, ConnectTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("native.Dial: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// newREST returns a REST client for base, closed when t ends.
-func newREST(t *testing.T, base string) *rest.Client {
-	t.Helper()
-	c, err := rest.New(rest.Options{URL: base, Token: restToken, Backoff: time.Millisecond})
-	if err != nil {
-		t.Fatalf("rest.New: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // startREST serves the REST API over the Redis at url for t.

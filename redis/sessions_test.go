@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/kv"
+	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
 	"github.com/agentapi-mt/agentapi/kv/rest"
 	"github.com/agentapi-mt/agentapi/kv/restserver"
@@ -35,35 +36,14 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+func dialNative(t *testing.T, o native.Options) *native.Client { return kvtest.Native(t, o) }
+
+func newREST(t *testing.T, base string) *rest.Client { return kvtest.REST(t, base, restToken) }
+
 func randomPrefix(t testing.TB) string {
 	var b [6]byte
 	rand.Read(b[:])
 	return "sesstest:" + hex.EncodeToString(b[:]) + ":"
-}
-
-// dialNative connects a kv/native client (its own connections, its own
-// client-side cache), closed when t ends.
-func dialNative(t *testing.T, o native.Options) *native.Client {
-	t.Helper()
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 5 * time.Second
-	}
-	c, err := native.Dial(testCtx(t), o)
-	if err != nil {
-		t.Fatalf("native.Dial: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func newREST(t *testing.T, base string) *rest.Client {
-	t.Helper()
-	c, err := rest.New(rest.Options{URL: base, Token: restToken, Backoff: time.Millisecond})
-	if err != nil {
-		t.Fatalf("rest.New: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // perTest gives every call of newStore with the same t the same key prefix,

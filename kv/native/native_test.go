@@ -31,18 +31,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // dial connects with o and closes the client when t ends.
-func dial(t *testing.T, o native.Options) *native.Client {
-	t.Helper()
-	if o.ConnectTimeout == 0 {
-		o.ConnectTimeout = 5 * time.Second
-	}
-	c, err := native.Dial(testCtx(t), o)
-	if err != nil {
-		t.Fatalf("native.Dial(%s): %v", o.URL, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
+func dial(t *testing.T, o native.Options) *native.Client { return kvtest.Native(t, o) }
 
 func do(t *testing.T, c kv.Client, args ...string) kv.Value {
 	t.Helper()
