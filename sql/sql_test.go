@@ -97,6 +97,18 @@ func TestSecretsConformance(t *testing.T) {
 	})
 }
 
+func TestTenantConfigConformance(t *testing.T) {
+	t.Parallel()
+	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
+		storetest.RunTenantConfigStore(t, func(t *testing.T) storetest.ConfigStores {
+			if driver == DriverSQLite {
+				return openSQLiteTemp(t)
+			}
+			return open(t, newURL(t), "")
+		})
+	})
+}
+
 func TestMigrationsApplyOnce(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
