@@ -52,3 +52,11 @@ const (
 // ErrBreakerOpen is returned (wrapped, with the time to wait) by a breaker
 // that refuses a call.
 var ErrBreakerOpen = E("breaker", KindUnavailable, errors.New("circuit breaker open"))
+
+// ErrQuotaExceeded is returned (wrapped, with the quota in its text) when a
+// tenant has used up a quota; it is a 429 with the problem type
+// ProblemQuotaExceeded.
+var ErrQuotaExceeded = errors.New("quota exceeded")
+
+// ProblemQuotaExceeded is the problem+json type of quota refusals.
+const ProblemQuotaExceeded = "urn:agentapi:problem:quota-exceeded"

@@ -58,13 +58,21 @@ func WriteError(w http.ResponseWriter, err error) {
 	if d := breaker.RetryAfter(err); d > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
 	}
+	if errors.Is(err, agentapi.ErrQuotaExceeded) {
+		writeProblem(w, Problem{Type: agentapi.ProblemQuotaExceeded, Title: "Quota Exceeded", Status: status, Detail: detail})
+		return
+	}
 	WriteProblem(w, status, detail)
 }
 
 // WriteProblem answers with a problem+json body for status.
 func WriteProblem(w http.ResponseWriter, status int, detail string) {
+	writeProblem(w, Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
+}
+
+func writeProblem(w http.ResponseWriter, p Problem) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail})
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(p)
 }

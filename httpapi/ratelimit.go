@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -8,7 +9,10 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentapi-mt/agentapi"
@@ -28,6 +32,45 @@ type RateLimits struct {
 	TrustedProxies []netip.Prefix
 	// Prefix starts every key ("agentapi:").
 	Prefix string
+	// Tenant, when set, returns a tenant's configuration: its user limit
+	// replaces User for its users, and its tenant-wide limit, when set,
+	// applies to all of them together.
+	Tenant func(ctx context.Context, tenantID string) (agentapi.TenantConfig, error)
+	// Limited, when set, is told of each request refused by the user or
+	// tenant limit (usage tracking counts them).
+	Limited func(tenantID, userID string)
+
+	counts sync.Map // policy -> *decisionCounts
+}
+
+// decisionCounts counts one policy's decisions.
+type decisionCounts struct{ allowed, denied, errors atomic.Uint64 }
+
+// RateDecisionCount is how many decisions one policy made, by outcome.
+type RateDecisionCount struct {
+	Policy                   string
+	Allowed, Denied, Errored uint64
+}
+
+// Decisions reports the decisions made so far per policy (ip, login,
+// user, tenant), for metrics.
+func (l *RateLimits) Decisions() []RateDecisionCount {
+	var out []RateDecisionCount
+	l.counts.Range(func(k, v any) bool {
+		c := v.(*decisionCounts)
+		out = append(out, RateDecisionCount{Policy: k.(string), Allowed: c.allowed.Load(), Denied: c.denied.Load(), Errored: c.errors.Load()})
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Policy < out[j].Policy })
+	return out
+}
+
+func (l *RateLimits) counter(policy string) *decisionCounts {
+	if c, ok := l.counts.Load(policy); ok {
+		return c.(*decisionCounts)
+	}
+	c, _ := l.counts.LoadOrStore(policy, &decisionCounts{})
+	return c.(*decisionCounts)
 }
 
 var exempt = map[string]bool{"/status": true, "/healthz": true, "/readyz": true, "/metrics": true}
@@ -63,9 +106,27 @@ func (l *RateLimits) ByUser(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		// The tenant in a hash tag keeps a tenant's keys in one cluster slot.
-		key := l.Prefix + "{t:" + p.TenantID + "}:rl:user:" + p.UserID
-		if !l.check(w, r, "user", key, l.User) {
+		limit := l.User
+		var tenantLimit agentapi.RateLimit
+		if l.Tenant != nil {
+			c, err := l.Tenant(r.Context(), p.TenantID)
+			if err != nil {
+				WriteError(w, err)
+				return
+			}
+			if c.UserRateLimitPerMinute > 0 {
+				limit = agentapi.RateLimit{Rate: c.UserRateLimitPerMinute, Period: time.Minute, Burst: c.UserRateLimitBurst}
+			}
+			if c.RateLimitPerMinute > 0 {
+				tenantLimit = agentapi.RateLimit{Rate: c.RateLimitPerMinute, Period: time.Minute, Burst: c.RateLimitBurst}
+			}
+		}
+		// The tenant in a hash tag keeps a tenant's keys in one cluster
+		// slot. The user's own limit first: a user refused by it does not
+		// spend the tenant's allowance.
+		tag := l.Prefix + "{t:" + p.TenantID + "}:rl:"
+		if !l.check(w, r, "user", tag+"user:"+p.UserID, limit) ||
+			(tenantLimit.Rate > 0 && !l.check(w, r, "tenant", tag+"tenant", tenantLimit)) {
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -76,7 +137,9 @@ func (l *RateLimits) ByUser(next http.Handler) http.Handler {
 // when no decision could be made) itself. It reports whether to go on.
 func (l *RateLimits) check(w http.ResponseWriter, r *http.Request, policy, key string, limit agentapi.RateLimit) bool {
 	d, err := l.Limiter.Allow(r.Context(), key, limit, 1)
+	c := l.counter(policy)
 	if err != nil {
+		c.errors.Add(1)
 		// The limiter's failure policy is fail-closed (fail-open never
 		// errors): refuse rather than serve unlimited.
 		WriteError(w, agentapi.E("ratelimit", agentapi.KindUnavailable, errors.New("rate limiting is unavailable; try again shortly")))
@@ -84,7 +147,12 @@ func (l *RateLimits) check(w http.ResponseWriter, r *http.Request, policy, key s
 	}
 	setRateHeaders(w.Header(), policy, d)
 	if d.Allowed {
+		c.allowed.Add(1)
 		return true
+	}
+	c.denied.Add(1)
+	if p := principalFrom(r.Context()); p != nil && l.Limited != nil {
+		l.Limited(p.TenantID, p.UserID)
 	}
 	retry := int(math.Ceil(d.RetryAfter.Seconds()))
 	if d.RetryAfter < 0 {

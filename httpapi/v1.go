@@ -16,6 +16,7 @@ import (
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/runner"
+	"github.com/agentapi-mt/agentapi/tenantcfg"
 )
 
 // V1 is the multi-tenant API under /v1: authentication, administration of
@@ -35,6 +36,8 @@ type V1 struct {
 	Catalog runner.Catalog
 	// Breakers, when set, are listed and reset under /v1/admin/breakers.
 	Breakers *breaker.Registry
+	// Config serves tenant configurations and feature flags.
+	Config *tenantcfg.Service
 	// SecureCookies marks the session cookie Secure (set it behind HTTPS).
 	SecureCookies bool
 	Log           *slog.Logger
@@ -153,6 +156,7 @@ func (v *V1) Mount(r chi.Router, api huma.API) {
 	v.adminRoutes(api)
 	v.secretRoutes(api)
 	v.breakerRoutes(api)
+	v.configRoutes(api)
 	v.sessionRoutes(api)
 	// The single-agent API of each session, upstream's routes and shapes.
 	r.HandleFunc("/v1/sessions/{id}/*", v.sessionAPI)

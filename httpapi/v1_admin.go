@@ -209,6 +209,11 @@ func (v *V1) adminRoutes(api huma.API) {
 		}
 		// Its agents hold its secrets: stop them, and remove its files.
 		v.Runner.StopTenant(in.Tenant, true)
+		if v.Config != nil {
+			if err := v.Config.Forget(ctx, in.Tenant); err != nil {
+				v.Log.Warn("dropping a deleted tenant's cached configuration failed", "tenant", in.Tenant, "error", err)
+			}
+		}
 		for _, u := range users {
 			if err := v.endLogins(ctx, u.TenantID, u.ID); err != nil {
 				return nil, err

@@ -135,10 +135,21 @@ func (v *V1) sessionAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h, ok := v.Runner.Handler(p.TenantID, id); ok {
+		call := classify(r, rest)
+		served, ok := v.admitSessionCall(w, r, p, call)
+		if !ok {
+			return
+		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = rest
 		r2.URL.RawPath = ""
-		h.ServeHTTP(w, r2)
+		if call == (sessionCall{}) {
+			h.ServeHTTP(w, r2) // streams (events) keep the plain writer
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r2)
+		served(rec.status)
 		return
 	}
 	if rest == "/messages" && r.Method == http.MethodGet {

@@ -23,6 +23,7 @@ import (
 	"github.com/agentapi-mt/agentapi/memory"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
+	"github.com/agentapi-mt/agentapi/tenantcfg"
 )
 
 // plane is a control plane in-process: SQLite, memory login sessions, and
@@ -62,9 +63,11 @@ func newPlane(t *testing.T) *plane {
 	breakers := breaker.NewRegistry(breaker.Settings{FailureThreshold: 3, SuccessThreshold: 1, Timeout: time.Hour}, breaker.Options{
 		IsFailure: func(err error) bool { return agentapi.KindOf(err) == agentapi.KindUnavailable },
 	})
-	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers})
+	cfg := tenantcfg.New(tenantcfg.Options{Store: db})
+	t.Cleanup(cfg.Close)
+	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config})
 	t.Cleanup(mgr.Close)
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers}
+	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg}
 	router := NewRouter(NewHealth("test"), v1.Authenticate())
 	api := humachi.New(router, huma.DefaultConfig("test", "test"))
 	v1.Mount(router, api)

@@ -39,6 +39,14 @@ type Options struct {
 	MaxPerTenant, MaxPerUser int
 	// IdleTimeout stops an agent nobody used for that long (0: never).
 	IdleTimeout time.Duration
+	// Tenant, when set, returns a tenant's own configuration: its
+	// MaxSessions, MaxSessionsPerUser and IdleTimeoutSeconds replace the
+	// limits above where set, and its AllowedAgents restrict the catalog.
+	Tenant func(ctx context.Context, tenantID string) (agentapi.TenantConfig, error)
+	// SessionSeconds, when set, is told the time agents run, in whole
+	// seconds per tenant and user: while they run (at each janitor sweep)
+	// and when they end.
+	SessionSeconds func(tenantID, userID string, seconds int64)
 	// SettleWindow is passed to each agent (default 2s).
 	SettleWindow time.Duration
 	// Env, when set, returns extra environment for a tenant's agents (its
@@ -98,6 +106,8 @@ type session struct {
 	handler  http.Handler
 	workdir  string
 	lastUsed atomic.Int64 // unix nanos
+	// accounted is the unix nanos up to which run time was reported.
+	accounted atomic.Int64
 	// ready is set, under Manager.mu, once Start has filled in the fields
 	// below it; until then only Start touches the session.
 	ready    bool
@@ -169,6 +179,18 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	if len(name) > 200 {
 		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindInvalid, errors.New("name is longer than 200 characters"))
 	}
+	var tcfg agentapi.TenantConfig
+	if m.o.Tenant != nil {
+		c, err := m.o.Tenant(ctx, tenantID)
+		if err != nil {
+			return agentapi.AgentSession{}, err
+		}
+		tcfg = c
+	}
+	if !tcfg.AllowsAgent(req.Agent) {
+		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindForbidden,
+			fmt.Errorf("your tenant may not run agent %q; allowed: %s", req.Agent, strings.Join(tcfg.AllowedAgents, ", ")))
+	}
 	now := time.Now().UTC()
 	rec := agentapi.AgentSession{
 		ID: agentapi.NewID("ses"), TenantID: tenantID, UserID: userID, Name: name,
@@ -184,7 +206,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		m.mu.Unlock()
 		return agentapi.AgentSession{}, agentapi.E("runner.start", agentapi.KindUnavailable, errors.New("the server is shutting down"))
 	}
-	if err := m.checkLimits(tenantID, userID); err != nil {
+	if err := m.checkLimits(tenantID, userID, tcfg); err != nil {
 		m.mu.Unlock()
 		return agentapi.AgentSession{}, err
 	}
@@ -249,7 +271,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	}
 	startDone := func(error) {}
 	if m.o.Breakers != nil {
-		d, err := m.o.Breakers.Guard("agent-start:" + req.Agent)(ctx)
+		d, err := m.o.Breakers.Guard(startBreaker(req.Agent))(ctx)
 		if err != nil {
 			rec.State = agentapi.SessionExited
 			now := time.Now().UTC()
@@ -287,7 +309,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		// Per tenant: whether an agent reacts depends on the tenant's own
 		// session (its state, its keys, its model API key), so one tenant's
 		// trouble must not open the breaker for everyone.
-		opts.Guard = m.o.Breakers.Guard("agent-deliver:" + tenantID + ":" + req.Agent)
+		opts.Guard = m.o.Breakers.Guard(deliverBreaker(tenantID, req.Agent))
 	}
 	a := agent.New(term, opts)
 	ag.Store(a)
@@ -302,6 +324,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	}
 	s.handler = srv.Handler()
 	s.lastUsed.Store(time.Now().UnixNano())
+	s.accounted.Store(s.rec.CreatedAt.UnixNano())
 
 	s.writerWG.Add(1)
 	go m.writeTranscript(s)
@@ -320,8 +343,16 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	return rec, nil
 }
 
-// checkLimits reports whether one more session fits. Caller holds m.mu.
-func (m *Manager) checkLimits(tenantID, userID string) error {
+// checkLimits reports whether one more session fits, under the tenant's
+// own limits where it has them. Caller holds m.mu.
+func (m *Manager) checkLimits(tenantID, userID string, tcfg agentapi.TenantConfig) error {
+	maxTenant, maxUser := m.o.MaxPerTenant, m.o.MaxPerUser
+	if tcfg.MaxSessions > 0 {
+		maxTenant = tcfg.MaxSessions
+	}
+	if tcfg.MaxSessionsPerUser > 0 {
+		maxUser = tcfg.MaxSessionsPerUser
+	}
 	var perTenant, perUser int
 	for _, s := range m.running {
 		if s.rec.TenantID == tenantID {
@@ -331,10 +362,10 @@ func (m *Manager) checkLimits(tenantID, userID string) error {
 			}
 		}
 	}
-	if m.o.MaxPerTenant > 0 && perTenant >= m.o.MaxPerTenant {
+	if maxTenant > 0 && perTenant >= maxTenant {
 		return agentapi.E("runner.start", agentapi.KindRateLimited, fmt.Errorf("%w: the tenant already runs %d sessions (the limit); stop one first", ErrLimit, perTenant))
 	}
-	if m.o.MaxPerUser > 0 && perUser >= m.o.MaxPerUser {
+	if maxUser > 0 && perUser >= maxUser {
 		return agentapi.E("runner.start", agentapi.KindRateLimited, fmt.Errorf("%w: you already run %d sessions (the limit); stop one first", ErrLimit, perUser))
 	}
 	return nil
@@ -442,6 +473,7 @@ func (m *Manager) finish(s *session, state string, exitErr error) {
 			}
 		}
 		now := time.Now().UTC()
+		m.account(s, now, true)
 		rec := s.rec
 		rec.State, rec.StoppedAt = state, &now
 		rec.LastActivityAt = time.Unix(0, s.lastUsed.Load()).UTC()
@@ -515,13 +547,71 @@ func (m *Manager) Running() int {
 	return len(m.running)
 }
 
+// ActiveByType reports how many sessions run here per agent type (the
+// catalog name), sessions still starting included, as Running counts them.
+func (m *Manager) ActiveByType() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int)
+	for _, s := range m.running {
+		out[s.rec.AgentType]++
+	}
+	return out
+}
+
+// ActiveByTenant is ActiveByType per tenant: tenant id, then agent type.
+func (m *Manager) ActiveByTenant() map[string]map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]map[string]int)
+	for _, s := range m.running {
+		byType := out[s.rec.TenantID]
+		if byType == nil {
+			byType = make(map[string]int)
+			out[s.rec.TenantID] = byType
+		}
+		byType[s.rec.AgentType]++
+	}
+	return out
+}
+
+// Breaker names used through Options.Breakers.
+const (
+	startBreakerPrefix   = "agent-start:"
+	deliverBreakerPrefix = "agent-deliver:"
+)
+
+func startBreaker(agentName string) string { return startBreakerPrefix + agentName }
+
+func deliverBreaker(tenantID, agentName string) string {
+	return deliverBreakerPrefix + tenantID + ":" + agentName
+}
+
+// BreakerGroup maps the name of a breaker this package uses to the same
+// name without its tenant id ("agent-deliver:<tenant>:<agent>" becomes
+// "agent-deliver:<agent>"), for metrics that must not carry tenant ids.
+// Other names are returned as they are.
+func BreakerGroup(name string) string {
+	rest, ok := strings.CutPrefix(name, deliverBreakerPrefix)
+	if !ok {
+		return name
+	}
+	// Tenant ids never contain ':' (lower-case letters, digits, '-', or a
+	// generated "ten_..."); catalog names might.
+	if i := strings.IndexByte(rest, ':'); i >= 0 {
+		return deliverBreakerPrefix + rest[i+1:]
+	}
+	return name
+}
+
 func (m *Manager) janitor(ctx context.Context) {
 	defer close(m.janitorDone)
-	if m.o.IdleTimeout <= 0 {
-		<-ctx.Done()
-		return
+	// Sweep often enough for the server's idle timeout, and at least every
+	// 15 s for tenants' own timeouts and run-time accounting.
+	every := 15 * time.Second
+	if m.o.IdleTimeout > 0 {
+		every = min(m.o.IdleTimeout/4, every)
 	}
-	every := min(m.o.IdleTimeout/4, time.Minute)
 	t := time.NewTicker(max(every, 10*time.Millisecond))
 	defer t.Stop()
 	for {
@@ -530,18 +620,60 @@ func (m *Manager) janitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		cutoff := time.Now().Add(-m.o.IdleTimeout).UnixNano()
-		m.mu.Lock()
-		var idle []*session
-		for _, s := range m.running {
-			if s.ready && s.lastUsed.Load() < cutoff && s.agent.Status() == agentapi.StatusStable {
-				idle = append(idle, s)
+		m.sweep(ctx)
+	}
+}
+
+// sweep reports run time and stops agents idle for longer than their
+// tenant's (or else the server's) idle timeout.
+func (m *Manager) sweep(ctx context.Context) {
+	now := time.Now()
+	m.mu.Lock()
+	var live []*session
+	for _, s := range m.running {
+		if s.ready {
+			live = append(live, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range live {
+		m.account(s, now, false)
+		timeout := m.o.IdleTimeout
+		if m.o.Tenant != nil {
+			if c, err := m.o.Tenant(ctx, s.rec.TenantID); err == nil && c.IdleTimeoutSeconds > 0 {
+				timeout = time.Duration(c.IdleTimeoutSeconds) * time.Second
 			}
 		}
-		m.mu.Unlock()
-		for _, s := range idle {
-			m.log.Info("stopping an idle agent session", "session", s.rec.ID, "idle_timeout", m.o.IdleTimeout)
-			m.finish(s, agentapi.SessionStopped, nil)
+		if timeout <= 0 || s.lastUsed.Load() >= now.Add(-timeout).UnixNano() || s.agent.Status() != agentapi.StatusStable {
+			continue
+		}
+		m.log.Info("stopping an idle agent session", "session", s.rec.ID, "idle_timeout", timeout)
+		m.finish(s, agentapi.SessionStopped, nil)
+	}
+}
+
+// account reports the whole seconds s ran since it was last accounted;
+// final (the session ended) rounds the rest to the nearest second.
+func (m *Manager) account(s *session, now time.Time, final bool) {
+	if m.o.SessionSeconds == nil {
+		return
+	}
+	for {
+		from := s.accounted.Load()
+		if from == 0 {
+			return // never started
+		}
+		elapsed := now.UnixNano() - from
+		secs := elapsed / int64(time.Second)
+		if final && elapsed%int64(time.Second) >= int64(time.Second/2) {
+			secs++
+		}
+		if secs <= 0 {
+			return
+		}
+		if s.accounted.CompareAndSwap(from, from+secs*int64(time.Second)) {
+			m.o.SessionSeconds(s.rec.TenantID, s.rec.UserID, secs)
+			return
 		}
 	}
 }

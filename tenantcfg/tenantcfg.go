@@ -331,7 +331,7 @@ func (s *Service) fill(ctx context.Context, tenantID string, c agentapi.TenantCo
 // checked).
 func (s *Service) Put(ctx context.Context, tenantID string, c agentapi.TenantConfig, known func(string) bool) (agentapi.TenantConfig, error) {
 	if err := c.Validate(known); err != nil {
-		return c, err
+		return agentapi.TenantConfig{}, err
 	}
 	stored, err := s.o.Store.PutTenantConfig(ctx, tenantID, c, time.Now())
 	if err != nil {

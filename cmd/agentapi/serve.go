@@ -29,6 +29,7 @@ import (
 	"github.com/agentapi-mt/agentapi/redis"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
+	"github.com/agentapi-mt/agentapi/tenantcfg"
 )
 
 // serve runs the multi-tenant control plane. The wiring below is the whole
@@ -111,6 +112,11 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	})
 	db.SetGuard(sql.Guard(breakers.Guard("database")))
 
+	// Tenant configuration and feature flags: local, then Redis, then the
+	// database; changes reach every instance within a second.
+	tenantCfg := tenantcfg.New(tenantcfg.Options{Store: db, KV: shared, Prefix: "agentapi:", Logger: log})
+	defer tenantCfg.Close()
+
 	// Rate limits: shared through Redis, with local limits as the fallback.
 	var limits *httpapi.RateLimits
 	if cfg.RateLimit.Enabled {
@@ -128,9 +134,10 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		}
 		limits = &httpapi.RateLimits{
 			Limiter: limiter, Prefix: "agentapi:", TrustedProxies: cfg.RateLimit.TrustedProxies,
-			IP:    perMinute(cfg.RateLimit.IPPerMinute, cfg.RateLimit.IPBurst),
-			Login: perMinute(cfg.RateLimit.LoginPerMinute, cfg.RateLimit.LoginBurst),
-			User:  perMinute(cfg.RateLimit.RequestsPerMinute, cfg.RateLimit.Burst),
+			IP:     perMinute(cfg.RateLimit.IPPerMinute, cfg.RateLimit.IPBurst),
+			Login:  perMinute(cfg.RateLimit.LoginPerMinute, cfg.RateLimit.LoginBurst),
+			User:   perMinute(cfg.RateLimit.RequestsPerMinute, cfg.RateLimit.Burst),
+			Tenant: tenantCfg.Config,
 		}
 	}
 
@@ -163,7 +170,7 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		Instance: cfg.Tenancy.InstanceID, Self: self,
 		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
 		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
-		Env: runner.SecretEnv(db, keyring), Breakers: breakers,
+		Env: runner.SecretEnv(db, keyring), Breakers: breakers, Tenant: tenantCfg.Config,
 	})
 	if n, err := mgr.Recover(ctx, db); err != nil {
 		log.Warn("marking the previous run's sessions as lost failed", "error", err)
@@ -175,7 +182,7 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		httpapi.DatabaseCheck(db.Driver(), db.Describe(), db.Ping))
 	v1 := &httpapi.V1{
 		Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: keyring,
-		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers,
+		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: tenantCfg,
 		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
 	}
 	// Middleware order: limit by IP (before any work), authenticate, limit

@@ -1,0 +1,106 @@
+package runner
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentapi-mt/agentapi"
+)
+
+func TestTenantConfigurationReplacesTheServerLimits(t *testing.T) {
+	var cfg atomic.Pointer[agentapi.TenantConfig]
+	cfg.Store(&agentapi.TenantConfig{AllowedAgents: []string{"claude"}})
+	m, _ := newManager(t, Options{MaxPerTenant: 10, MaxPerUser: 10, Tenant: func(ctx context.Context, id string) (agentapi.TenantConfig, error) {
+		if id != "acme" {
+			return agentapi.TenantConfig{}, agentapi.E("test", agentapi.KindNotFound, nil)
+		}
+		return *cfg.Load(), nil
+	}})
+	ctx := context.Background()
+	if _, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"}); agentapi.KindOf(err) != agentapi.KindForbidden {
+		t.Fatalf("an agent outside allowed_agents: %v, want KindForbidden", err)
+	}
+	cfg.Store(&agentapi.TenantConfig{MaxSessions: 2, MaxSessionsPerUser: 1})
+	if _, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"}); agentapi.KindOf(err) != agentapi.KindRateLimited {
+		t.Fatalf("second session of a user with max_sessions_per_user 1: %v", err)
+	}
+	if _, err := m.Start(ctx, "acme", "u2", StartRequest{Agent: "echo"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, "acme", "u3", StartRequest{Agent: "echo"}); agentapi.KindOf(err) != agentapi.KindRateLimited {
+		t.Fatalf("third session of a tenant with max_sessions 2: %v", err)
+	}
+	if m.Running() != 2 {
+		t.Fatalf("running %d, want 2", m.Running())
+	}
+}
+
+func TestTenantIdleTimeoutAndRunTimeAccounting(t *testing.T) {
+	var mu sync.Mutex
+	seconds := map[string]int64{}
+	m, db := newManager(t, Options{
+		IdleTimeout: time.Hour, // the tenant's own, shorter timeout applies
+		Tenant: func(ctx context.Context, id string) (agentapi.TenantConfig, error) {
+			return agentapi.TenantConfig{IdleTimeoutSeconds: 60}, nil
+		},
+		SessionSeconds: func(tenant, user string, n int64) {
+			mu.Lock()
+			seconds[tenant+"/"+user] += n
+			mu.Unlock()
+		},
+	})
+	ctx := context.Background()
+	rec, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	s := m.running[rec.ID]
+	m.mu.Unlock()
+	// Wait for the agent to settle (idle stops only stable agents).
+	deadline := time.Now().Add(20 * time.Second)
+	for s.agent.Status() != agentapi.StatusStable {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never became stable")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// As if it had run for 90.7 s, the last 61 of them unused.
+	s.accounted.Store(time.Now().Add(-90*time.Second - 700*time.Millisecond).UnixNano())
+	s.lastUsed.Store(time.Now().Add(-30 * time.Second).UnixNano())
+	m.sweep(ctx)
+	if m.Running() != 1 {
+		t.Fatal("a session used 30 s ago was stopped with a 60 s timeout")
+	}
+	mu.Lock()
+	if got := seconds["acme/u1"]; got != 90 {
+		t.Fatalf("accounted %d s at the sweep, want 90", got)
+	}
+	mu.Unlock()
+	s.lastUsed.Store(time.Now().Add(-61 * time.Second).UnixNano())
+	before := time.Now()
+	m.sweep(ctx)
+	took := time.Since(before)
+	if m.Running() != 0 {
+		t.Fatal("the tenant's idle timeout did not stop the session")
+	}
+	got, _ := db.GetAgentSession(ctx, "acme", rec.ID)
+	if got.State != agentapi.SessionStopped {
+		t.Fatalf("state %s", got.State)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 0.7 s were left at the first sweep, plus the time until the stop
+	// (at most what the second sweep took), rounded to the nearest second.
+	most := 90 + int64(math.Floor(0.7+took.Seconds()+0.5+0.1))
+	if got := seconds["acme/u1"]; got < 91 || got > most {
+		t.Fatalf("accounted %d s in all, want 91..%d", got, most)
+	}
+}
