@@ -70,6 +70,7 @@ type Service struct {
 	// was the latest poll's (false: Redis unreachable, entries age out).
 	epoch  atomic.Int64
 	synced atomic.Bool
+	failed atomic.Bool // a poll failed and was logged
 
 	mu      sync.RWMutex
 	tenants map[string]*entry
@@ -156,7 +157,7 @@ func (s *Service) poll(ctx context.Context) {
 	defer cancel()
 	v, err := s.o.KV.Do(ctx, "GET", s.epochKey())
 	if err != nil {
-		if s.synced.Swap(false) {
+		if s.synced.Swap(false) || !s.failed.Swap(true) {
 			s.log.Warn("tenant configuration: cannot read the change epoch from Redis; reloading from the database every second until it returns", "error", err)
 		}
 		return
@@ -171,7 +172,7 @@ func (s *Service) poll(ctx context.Context) {
 	if old := s.epoch.Swap(n); old != n {
 		s.forget()
 	}
-	if !s.synced.Swap(true) {
+	if !s.synced.Swap(true) && s.failed.Swap(false) {
 		s.log.Info("tenant configuration: change epoch readable again")
 	}
 }

@@ -53,6 +53,9 @@ func TestTwoInstancesShareLogins(t *testing.T) {
 	common := []string{
 		"REDIS_ENABLE=true", "REDIS_URL=" + redisURL, "DATABASE_URL=" + dbURL,
 		"TOKEN_ENCRYPTION_KEY=" + strings.Repeat("ab", 32), "AGENTAPI_ADMIN_API_KEY=" + testAdminKey,
+		// The test polls quickly; rate limits are tested elsewhere.
+		"RATE_LIMIT_IP_REQUESTS_PER_MINUTE=60000", "RATE_LIMIT_IP_BURST_SIZE=1000",
+		"RATE_LIMIT_REQUESTS_PER_MINUTE=60000", "RATE_LIMIT_BURST_SIZE=1000",
 	}
 	start := func(id string) string {
 		env := append([]string{"HOME=" + t.TempDir(), "AGENTAPI_INSTANCE_ID=" + id}, common...)
@@ -99,6 +102,35 @@ func TestTwoInstancesShareLogins(t *testing.T) {
 	if code, body := call(t, "GET", b+"/v1/admin/tenants/shared", testAdminKey, nil); code != 200 || body["name"] != "Shared" {
 		t.Fatalf("tenant on B: %d %v", code, body)
 	}
+	// A flag and a tenant configuration changed on A are honoured by B
+	// within a second, although B had both cached.
+	rawOn := func(base string) bool {
+		_, f := call(t, "GET", base+"/v1/tenant/flags", testAdminKey, nil)
+		flags, _ := f["flags"].(map[string]any)
+		raw, _ := flags["raw_input"].(map[string]any)
+		return raw["on"] == true
+	}
+	maxSessions := func(base string) any {
+		_, c := call(t, "GET", base+"/v1/admin/tenants/shared/config", testAdminKey, nil)
+		return c["max_sessions"]
+	}
+	if !rawOn(b) || maxSessions(b) != nil {
+		t.Fatal("B: raw_input off or a configuration before any change")
+	}
+	if code, body := call(t, "PUT", a+"/v1/admin/flags/raw_input", testAdminKey, map[string]any{"enabled": false}); code != 204 {
+		t.Fatalf("flag on A: %d %v", code, body)
+	}
+	if code, body := call(t, "PUT", a+"/v1/admin/tenants/shared/config", testAdminKey, map[string]any{"max_sessions": 7}); code != 200 {
+		t.Fatalf("config on A: %d %v", code, body)
+	}
+	changed := time.Now()
+	for rawOn(b) || maxSessions(b) != float64(7) {
+		if time.Since(changed) > time.Second {
+			t.Fatalf("B does not honour the flag and config changed on A after %v: raw on %v, max_sessions %v", time.Since(changed), rawOn(b), maxSessions(b))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("B honoured A's changes after %v", time.Since(changed))
 	// Both report Redis and PostgreSQL healthy.
 	for _, base := range []string{a, b} {
 		code, st := call(t, "GET", base+"/status", "", nil)
