@@ -362,6 +362,8 @@ type Breaker struct {
 	fallback bool      // shared mode, Redis unreachable: local decides
 	lastTry  time.Time // when the last attempt to leave the fallback was made
 	reported agentapi.BreakerState
+
+	transitions transitionCounts // reported changes, by new state (Stats)
 }
 
 // Name is the breaker's name.
@@ -702,6 +704,7 @@ func (b *Breaker) fire(t *transition) {
 	default:
 		b.r.log.Info("circuit breaker closed", attrs...)
 	}
+	b.transitions.add(t.to)
 	if b.r.o.OnTransition != nil {
 		b.r.o.OnTransition(b.name, t.from, t.to)
 	}

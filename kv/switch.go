@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,6 +47,9 @@ type SwitchOptions struct {
 // endpoint that is down each ProbeInterval and marks it up when it answers,
 // so traffic returns to the preferred endpoint by itself. Each transition is
 // logged once.
+//
+// Stats reports, for metrics, each endpoint's calls (durations by kind of
+// call, errors by kind, calls in flight) and its transport's own counters.
 type Switch struct {
 	eps  []*endpoint
 	log  *slog.Logger
@@ -59,6 +63,8 @@ type Switch struct {
 	mu        sync.Mutex
 	fallbacks int64
 	starting  bool // initial probes: NewSwitch logs one summary instead
+
+	rejected atomic.Uint64 // calls refused because no endpoint was up (Stats)
 }
 
 type endpoint struct {
@@ -71,6 +77,8 @@ type endpoint struct {
 	lastErrAt   time.Time
 	latency     time.Duration
 	transitions int64
+
+	stats callStats // for Stats; atomics, not under mu
 }
 
 // NewSwitch dials every endpoint (each bounded by ProbeTimeout) and starts
@@ -268,6 +276,15 @@ func (s *Switch) pick() (*endpoint, Client, error) {
 	return nil, nil, Unavailable("kv.switch", fmt.Errorf("every endpoint is down (breaker open): %w", stripUnavailable(last)))
 }
 
+// pickCall is pick for a call, counting refusals for Stats.
+func (s *Switch) pickCall() (*endpoint, Client, error) {
+	e, c, err := s.pick()
+	if err != nil {
+		s.rejected.Add(1)
+	}
+	return e, c, err
+}
+
 // stripUnavailable avoids "redis unavailable: redis unavailable" chains.
 func stripUnavailable(err error) error {
 	var w *wrapped
@@ -289,11 +306,13 @@ func (s *Switch) observe(ctx context.Context, e *endpoint, err error) {
 
 // Do implements Client.
 func (s *Switch) Do(ctx context.Context, args ...string) (Value, error) {
-	e, c, err := s.pick()
+	e, c, err := s.pickCall()
 	if err != nil {
 		return Value{}, err
 	}
+	start := e.stats.begin()
 	v, err := c.Do(ctx, args...)
+	e.stats.end(ctx, opDo, start, err)
 	s.observe(ctx, e, err)
 	return v, err
 }
@@ -301,57 +320,66 @@ func (s *Switch) Do(ctx context.Context, args ...string) (Value, error) {
 // DoCached implements CachingClient, through the active endpoint's cache
 // when it has one.
 func (s *Switch) DoCached(ctx context.Context, ttl time.Duration, args ...string) (Value, error) {
-	e, c, err := s.pick()
+	e, c, err := s.pickCall()
 	if err != nil {
 		return Value{}, err
 	}
+	start := e.stats.begin()
 	v, err := DoCached(ctx, c, ttl, args...)
+	e.stats.end(ctx, opDoCached, start, err)
 	s.observe(ctx, e, err)
 	return v, err
 }
 
 // Pipeline implements Client.
 func (s *Switch) Pipeline(ctx context.Context, cmds ...[]string) ([]Result, error) {
-	e, c, err := s.pick()
+	e, c, err := s.pickCall()
 	if err != nil {
 		return nil, err
 	}
+	start := e.stats.begin()
 	rs, err := c.Pipeline(ctx, cmds...)
+	e.stats.end(ctx, opPipeline, start, err)
 	s.observe(ctx, e, err)
 	return rs, err
 }
 
 // MultiExec implements Client.
 func (s *Switch) MultiExec(ctx context.Context, cmds ...[]string) ([]Result, error) {
-	e, c, err := s.pick()
+	e, c, err := s.pickCall()
 	if err != nil {
 		return nil, err
 	}
+	start := e.stats.begin()
 	rs, err := c.MultiExec(ctx, cmds...)
+	e.stats.end(ctx, opMultiExec, start, err)
 	s.observe(ctx, e, err)
 	return rs, err
 }
 
 // Eval implements Client.
 func (s *Switch) Eval(ctx context.Context, sc *Script, keys []string, args ...string) (Value, error) {
-	e, c, err := s.pick()
+	e, c, err := s.pickCall()
 	if err != nil {
 		return Value{}, err
 	}
+	start := e.stats.begin()
 	v, err := c.Eval(ctx, sc, keys, args...)
+	e.stats.end(ctx, opEval, start, err)
 	s.observe(ctx, e, err)
 	return v, err
 }
 
 // Ping PINGs the active endpoint and records the round trip for Status.
 func (s *Switch) Ping(ctx context.Context) (time.Duration, error) {
-	e, c, err := s.pick()
+	e, c, err := s.pickCall()
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
+	start := e.stats.begin()
 	_, err = c.Do(ctx, "PING")
 	rtt := time.Since(start)
+	e.stats.end(ctx, opPing, start, err)
 	s.observe(ctx, e, err)
 	if err != nil {
 		return 0, err

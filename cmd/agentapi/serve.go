@@ -25,6 +25,7 @@ import (
 	"github.com/agentapi-mt/agentapi/kv"
 	"github.com/agentapi-mt/agentapi/kv/connect"
 	"github.com/agentapi-mt/agentapi/memory"
+	"github.com/agentapi-mt/agentapi/metrics"
 	"github.com/agentapi-mt/agentapi/ratelimit"
 	"github.com/agentapi-mt/agentapi/redis"
 	"github.com/agentapi-mt/agentapi/runner"
@@ -185,13 +186,33 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: tenantCfg,
 		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
 	}
-	// Middleware order: limit by IP (before any work), authenticate, limit
-	// by user.
-	middleware := []func(http.Handler) http.Handler{v1.Authenticate()}
+	// Prometheus metrics, read from each part at scrape time.
+	src := metrics.Sources{Redis: sw, Breakers: breakers, AgentSessions: mgr}
+	if ms, ok := store.(*memory.SessionStore); ok {
+		src.LoginSessions = ms.Len // the Redis store has no cheap count
+	}
 	if limits != nil {
-		middleware = []func(http.Handler) http.Handler{limits.ByIP, v1.Authenticate(), limits.ByUser}
+		src.RateLimits = func() []metrics.RateCount {
+			var out []metrics.RateCount
+			for _, d := range limits.Decisions() {
+				out = append(out,
+					metrics.RateCount{Limit: d.Policy, Outcome: metrics.Allowed, Count: d.Allowed},
+					metrics.RateCount{Limit: d.Policy, Outcome: metrics.Denied, Count: d.Denied},
+					metrics.RateCount{Limit: d.Policy, Outcome: metrics.Error, Count: d.Errored})
+			}
+			return out
+		}
+	}
+	met := metrics.New(src, metrics.Options{Version: versionString(), BreakerLabel: runner.BreakerGroup, Logger: log})
+
+	// Middleware order: measure (so refusals are counted too), limit by IP
+	// (before any work), authenticate, limit by user and tenant.
+	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate()}
+	if limits != nil {
+		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser}
 	}
 	router := httpapi.NewRouter(health, middleware...)
+	router.Method(http.MethodGet, "/metrics", met.Handler())
 	api := humachi.New(router, huma.DefaultConfig("AgentAPI Multitenant", versionString()))
 	v1.Mount(router, api)
 

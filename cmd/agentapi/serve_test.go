@@ -131,6 +131,24 @@ func TestTwoInstancesShareLogins(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("B honoured A's changes after %v", time.Since(changed))
+	// B's metrics show its traffic by route pattern and Redis on native.
+	resp, err := http.Get(b + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`agentapi_redis_protocol{protocol="native"} 1`,
+		`agentapi_http_requests_total{method="GET",route="/v1/tenant/flags",status="200"}`,
+		`agentapi_http_requests_total{method="GET",route="/v1/auth/session",status="401"} `,
+		`agentapi_ratelimit_decisions_total{limit="ip",outcome="allowed"}`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(scrape), want) {
+			t.Errorf("B's /metrics lacks %s", want)
+		}
+	}
 	// Both report Redis and PostgreSQL healthy.
 	for _, base := range []string{a, b} {
 		code, st := call(t, "GET", base+"/status", "", nil)

@@ -49,10 +49,12 @@ type Client struct {
 	caching bool
 	addr    string
 	tls     bool
+	stats   *kv.TransportCounters
 }
 
 var _ kv.Client = (*Client)(nil)
 var _ kv.CachingClient = (*Client)(nil)
+var _ kv.StatsReporter = (*Client)(nil)
 
 // Dial connects to the server in o.URL and checks it answers. It fails with
 // an error matching kv.ErrUnavailable when the server cannot be reached and
@@ -63,6 +65,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, err
 	}
 	caching := !opt.DisableCache
+	stats := new(kv.TransportCounters)
+	stats.TrackConns()
+	opt.DialCtxFn = countingDial(stats)
 	rc, err := newClient(ctx, opt)
 	if err != nil && caching && refusedTracking(err) {
 		// The server speaks RESP but not client tracking (Upstash, some
@@ -73,7 +78,18 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, classify("kv.native.dial", ctx, err)
 	}
-	return &Client{rc: rc, caching: caching, addr: opt.InitAddress[0], tls: opt.TLSConfig != nil}, nil
+	return &Client{rc: rc, caching: caching, addr: opt.InitAddress[0], tls: opt.TLSConfig != nil, stats: stats}, nil
+}
+
+// countingDial dials as rueidis does by default (TCP, TLS when cfg is
+// set) and counts the connections in st.
+func countingDial(st *kv.TransportCounters) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+	return func(ctx context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+		if cfg != nil {
+			return st.Dialed((&tls.Dialer{NetDialer: d, Config: cfg}).DialContext(ctx, "tcp", dst))
+		}
+		return st.Dialed(d.DialContext(ctx, "tcp", dst))
+	}
 }
 
 func newClient(ctx context.Context, opt rueidis.ClientOption) (rueidis.Client, error) {
@@ -164,6 +180,11 @@ func (c *Client) TLS() bool { return c.tls }
 // Caching reports whether client-side caching is on.
 func (c *Client) Caching() bool { return c.caching }
 
+// TransportStats implements kv.StatsReporter: the connections rueidis has
+// open to the server (pipelined and dedicated ones alike), the dials, and
+// how DoCached reads were served.
+func (c *Client) TransportStats() kv.TransportStats { return c.stats.Snapshot() }
+
 // Do implements kv.Client.
 func (c *Client) Do(ctx context.Context, args ...string) (kv.Value, error) {
 	cmd, err := c.build(args)
@@ -184,7 +205,11 @@ func (c *Client) DoCached(ctx context.Context, ttl time.Duration, args ...string
 		return kv.Value{}, err
 	}
 	cmd := c.rc.B().Arbitrary(args[0]).Keys(args[1]).Args(args[2:]...).Build()
-	v, err := convert("kv.native.docached", ctx, c.rc.DoCache(ctx, rueidis.Cacheable(cmd), ttl))
+	r := c.rc.DoCache(ctx, rueidis.Cacheable(cmd), ttl)
+	if r.NonRedisError() == nil {
+		c.stats.CacheRead(r.IsCacheHit())
+	}
+	v, err := convert("kv.native.docached", ctx, r)
 	return flattenPairs(args, v), err
 }
 

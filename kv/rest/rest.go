@@ -64,6 +64,7 @@ type Client struct {
 	ownsHC     bool
 	maxRetries int
 	backoff    time.Duration
+	stats      kv.TransportCounters
 
 	mu        sync.Mutex
 	syncToken string
@@ -71,6 +72,7 @@ type Client struct {
 }
 
 var _ kv.Client = (*Client)(nil)
+var _ kv.StatsReporter = (*Client)(nil)
 
 // New returns a Client for o. It does not contact the server.
 func New(o Options) (*Client, error) {
@@ -104,11 +106,15 @@ func New(o Options) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.ownsHC = true
+		c.stats.TrackConns()
+		dialer := &net.Dialer{Timeout: o.Timeout, KeepAlive: 30 * time.Second}
 		c.hc = &http.Client{
 			Timeout: o.Timeout,
 			Transport: &http.Transport{
-				Proxy:               http.ProxyFromEnvironment,
-				DialContext:         (&net.Dialer{Timeout: o.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+				Proxy: http.ProxyFromEnvironment,
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					return c.stats.Dialed(dialer.DialContext(ctx, network, addr))
+				},
 				TLSHandshakeTimeout: o.Timeout,
 				MaxIdleConns:        o.PoolSize,
 				MaxIdleConnsPerHost: o.PoolSize,
@@ -184,6 +190,11 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// TransportStats implements kv.StatsReporter: retries, and the
+// connections of the client's own HTTP transport (not tracked when
+// Options.HTTPClient was given).
+func (c *Client) TransportStats() kv.TransportStats { return c.stats.Snapshot() }
+
 // SyncToken is the last upstash-sync-token the server sent.
 func (c *Client) SyncToken() string {
 	c.mu.Lock()
@@ -240,6 +251,7 @@ func (c *Client) post(ctx context.Context, op, path string, body any, out any) e
 		if attempt >= c.maxRetries {
 			return kv.Unavailable(op, err)
 		}
+		c.stats.Retried()
 		// Full jitter keeps many instances from retrying in step.
 		wait := delay/2 + rand.N(delay/2+1)
 		t := time.NewTimer(wait)
