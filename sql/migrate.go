@@ -159,3 +159,23 @@ func (d *DB) appliedMigrations(ctx context.Context) (map[int64]bool, error) {
 	}
 	return applied, rows.Err()
 }
+
+// Migration names one schema version this binary carries.
+type Migration struct {
+	Version int64
+	Name    string // its file name, as recorded in schema_migrations
+}
+
+// Migrations lists the schema versions this binary carries, in order (for
+// diagnostics: what a database should have applied).
+func Migrations() ([]Migration, error) {
+	ms, err := loadMigrations(DriverSQLite)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Migration, len(ms))
+	for i, m := range ms {
+		out[i] = Migration{Version: m.version, Name: m.name}
+	}
+	return out, nil
+}

@@ -48,6 +48,7 @@ Usage:
   agentapi attach --url host:port                  watch and type into a running agent (Ctrl-] detaches)
   agentapi serve  [flags]                          run the multi-tenant control plane
   agentapi config [flags]                          print the effective configuration (secrets redacted)
+  agentapi doctor [flags] [--json]                 check the configuration, Redis, the database and the data directory
   agentapi keygen                                  print a new admin API key and TOKEN_ENCRYPTION_KEY
   agentapi version                                 print the version
 
@@ -71,6 +72,8 @@ func run(args []string, env config.Env, stdout, stderr io.Writer) int {
 		return serve(args[1:], env, stderr)
 	case "config":
 		return printConfig(args[1:], env, stdout, stderr)
+	case "doctor":
+		return runDoctor(args[1:], env, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "agentapi", versionString())
 		return 0
