@@ -31,6 +31,7 @@ import (
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
 	"github.com/agentapi-mt/agentapi/tenantcfg"
+	"github.com/agentapi-mt/agentapi/web"
 )
 
 // serve runs the multi-tenant control plane. The wiring below is the whole
@@ -215,6 +216,7 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	router.Method(http.MethodGet, "/metrics", met.Handler())
 	api := humachi.New(router, huma.DefaultConfig("AgentAPI Multitenant", versionString()))
 	v1.Mount(router, api)
+	router.Mount("/ui", web.Handler()) // the browser UI; /ui redirects to /ui/
 
 	srv := &http.Server{
 		Handler:           router,

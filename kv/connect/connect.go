@@ -23,9 +23,10 @@ func Endpoints(cfg config.Redis) []kv.Endpoint {
 		Name: config.ProtocolNative,
 		Addr: redact(cfg.NativeURL()),
 		Dial: func(ctx context.Context) (kv.Client, error) {
+			// REDIS_PASSWORD is already in REDIS_URL (config applies it);
+			// it is not for UPSTASH_REDIS_URL, which carries its own.
 			return native.Dial(ctx, native.Options{
 				URL:            cfg.NativeURL(),
-				Password:       cfg.Password,
 				PoolSize:       cfg.MaxPoolSize,
 				ConnectTimeout: cfg.ConnectTimeout,
 			})
