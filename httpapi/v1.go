@@ -17,6 +17,7 @@ import (
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/tenantcfg"
+	"github.com/agentapi-mt/agentapi/usage"
 )
 
 // V1 is the multi-tenant API under /v1: authentication, administration of
@@ -38,6 +39,9 @@ type V1 struct {
 	Breakers *breaker.Registry
 	// Config serves tenant configurations and feature flags.
 	Config *tenantcfg.Service
+	// Usage, when set, counts requests, messages and uploads, enforces
+	// message quotas and serves the usage reports.
+	Usage *usage.Recorder
 	// SecureCookies marks the session cookie Secure (set it behind HTTPS).
 	SecureCookies bool
 	Log           *slog.Logger
@@ -157,6 +161,7 @@ func (v *V1) Mount(r chi.Router, api huma.API) {
 	v.secretRoutes(api)
 	v.breakerRoutes(api)
 	v.configRoutes(api)
+	v.usageRoutes(api)
 	v.sessionRoutes(api)
 	// The single-agent API of each session, upstream's routes and shapes.
 	r.HandleFunc("/v1/sessions/{id}/*", v.sessionAPI)

@@ -143,7 +143,7 @@ func (v *V1) sessionAPI(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = rest
 		r2.URL.RawPath = ""
-		if call == (sessionCall{}) {
+		if !call.message && call.upload == nil {
 			h.ServeHTTP(w, r2) // streams (events) keep the plain writer
 			return
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
 	"github.com/agentapi-mt/agentapi/tenantcfg"
+	"github.com/agentapi-mt/agentapi/usage"
 )
 
 // plane is a control plane in-process: SQLite, memory login sessions, and
@@ -67,8 +68,13 @@ func newPlane(t *testing.T) *plane {
 	t.Cleanup(cfg.Close)
 	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config})
 	t.Cleanup(mgr.Close)
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg}
-	router := NewRouter(NewHealth("test"), v1.Authenticate())
+	meter, err := usage.New(usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: db, PushInterval: -1, FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meter.Close(context.Background()) })
+	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter}
+	router := NewRouter(NewHealth("test"), v1.Authenticate(), v1.Meter)
 	api := humachi.New(router, huma.DefaultConfig("test", "test"))
 	v1.Mount(router, api)
 	p := &plane{t: t, srv: httptest.NewServer(router), db: db, logins: logins, mgr: mgr, keys: map[string]string{}, users: map[string]agentapi.User{}}

@@ -39,7 +39,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
-const usage = `agentapi — drive terminal coding agents over HTTP, for one user or many tenants.
+const usageText = `agentapi — drive terminal coding agents over HTTP, for one user or many tenants.
 
 Usage:
   agentapi server [flags] -- <agent command ...>   run one agent (upstream AgentAPI compatible;
@@ -64,7 +64,7 @@ Every environment variable is described in docs/configuration.md.
 
 func run(args []string, env config.Env, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText)
 		return 2
 	}
 	switch args[0] {
@@ -93,10 +93,10 @@ func run(args []string, env config.Env, stdout, stderr io.Writer) int {
 		// Hidden: the built-in demo agent, run by `server --type echo`.
 		return demo.Main(args[1:], os.Stdin, os.Stdout)
 	case "help", "--help", "-h":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText)
 		return 0
 	}
-	fmt.Fprintf(stderr, "agentapi: unknown command %q\n\n%s", args[0], usage)
+	fmt.Fprintf(stderr, "agentapi: unknown command %q\n\n%s", args[0], usageText)
 	return 2
 }
 

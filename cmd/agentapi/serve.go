@@ -31,6 +31,7 @@ import (
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
 	"github.com/agentapi-mt/agentapi/tenantcfg"
+	"github.com/agentapi-mt/agentapi/usage"
 	"github.com/agentapi-mt/agentapi/web"
 )
 
@@ -143,6 +144,31 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		}
 	}
 
+	// Usage: counted locally, pushed to Redis every second (or kept in
+	// memory), flushed to the database every 10 s -- every 2 s without
+	// Redis, where a crash also loses what was not flushed yet.
+	var usageStore usage.Store = usage.NewMemory(usage.MemoryOptions{})
+	flushEvery := 2 * time.Second
+	if sw != nil {
+		usageStore, flushEvery = usage.NewRedis(sw, usage.RedisOptions{Prefix: "agentapi:"}), usage.DefaultFlushInterval
+	}
+	meter, err := usage.New(usage.Options{Store: usageStore, DB: db, FlushInterval: flushEvery, Logger: log})
+	if err != nil {
+		return fail("cannot start usage tracking", "error", err)
+	}
+	// Closed after the HTTP server and the agents have stopped: their last
+	// counts are pushed and flushed (SIGTERM loses nothing).
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := meter.Close(cctx); err != nil {
+			log.Error("usage: the last counts could not be saved", "error", err)
+		}
+	}()
+	if limits != nil {
+		limits.Limited = func(tenantID, userID string) { meter.Add(tenantID, userID, usage.RateLimited, 1) }
+	}
+
 	if err := bootstrap(ctx, db, cfg.Tenancy.AdminAPIKey, stderr, log); err != nil {
 		return fail("bootstrapping the first admin key failed", "error", err)
 	}
@@ -173,6 +199,9 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
 		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
 		Env: runner.SecretEnv(db, keyring), Breakers: breakers, Tenant: tenantCfg.Config,
+		SessionSeconds: func(tenantID, userID string, n int64) {
+			meter.Add(tenantID, userID, usage.SessionSeconds, n)
+		},
 	})
 	if n, err := mgr.Recover(ctx, db); err != nil {
 		log.Warn("marking the previous run's sessions as lost failed", "error", err)
@@ -185,10 +214,11 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	v1 := &httpapi.V1{
 		Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: keyring,
 		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: tenantCfg,
+		Usage:         meter,
 		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
 	}
 	// Prometheus metrics, read from each part at scrape time.
-	src := metrics.Sources{Redis: sw, Breakers: breakers, AgentSessions: mgr}
+	src := metrics.Sources{Redis: sw, Breakers: breakers, AgentSessions: mgr, UsageLastFlush: meter.LastFlush}
 	if ms, ok := store.(*memory.SessionStore); ok {
 		src.LoginSessions = ms.Len // the Redis store has no cheap count
 	}
@@ -208,9 +238,9 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 
 	// Middleware order: measure (so refusals are counted too), limit by IP
 	// (before any work), authenticate, limit by user and tenant.
-	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate()}
+	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate(), v1.Meter}
 	if limits != nil {
-		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser}
+		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser, v1.Meter}
 	}
 	router := httpapi.NewRouter(health, middleware...)
 	router.Method(http.MethodGet, "/metrics", met.Handler())
