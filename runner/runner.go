@@ -43,6 +43,10 @@ type Options struct {
 	// MaxSessions, MaxSessionsPerUser and IdleTimeoutSeconds replace the
 	// limits above where set, and its AllowedAgents restrict the catalog.
 	Tenant func(ctx context.Context, tenantID string) (agentapi.TenantConfig, error)
+	// Changed, when set, is called after each session record of a tenant
+	// is created or updated (started, stopped, exited, lost): caches of
+	// session lists and transcripts are invalidated with it.
+	Changed func(tenantID string)
 	// SessionSeconds, when set, is told the time agents run, in whole
 	// seconds per tenant and user: while they run (at each janitor sweep)
 	// and when they end.
@@ -126,6 +130,9 @@ func New(o Options) *Manager {
 	}
 	if o.Instance == "" {
 		o.Instance, _ = os.Hostname()
+	}
+	if o.Changed != nil {
+		o.Store = notifyingStore{AgentSessionStore: o.Store, changed: o.Changed}
 	}
 	m := &Manager{o: o, log: o.Logger, running: map[string]*session{}, janitorDone: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -709,4 +716,26 @@ func safeSegment(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// notifyingStore reports each successful session write to changed.
+type notifyingStore struct {
+	agentapi.AgentSessionStore
+	changed func(tenantID string)
+}
+
+func (n notifyingStore) CreateAgentSession(ctx context.Context, s agentapi.AgentSession) error {
+	err := n.AgentSessionStore.CreateAgentSession(ctx, s)
+	if err == nil {
+		n.changed(s.TenantID)
+	}
+	return err
+}
+
+func (n notifyingStore) UpdateAgentSession(ctx context.Context, s agentapi.AgentSession) error {
+	err := n.AgentSessionStore.UpdateAgentSession(ctx, s)
+	if err == nil {
+		n.changed(s.TenantID)
+	}
+	return err
 }

@@ -104,3 +104,31 @@ func TestTenantIdleTimeoutAndRunTimeAccounting(t *testing.T) {
 		t.Fatalf("accounted %d s in all, want 91..%d", got, most)
 	}
 }
+
+func TestChangedIsToldOfEverySessionWrite(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	m, _ := newManager(t, Options{Changed: func(tenant string) {
+		mu.Lock()
+		seen = append(seen, tenant)
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	s, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(seen) != 1 || seen[0] != "acme" {
+		t.Fatalf("after start: %v", seen)
+	}
+	mu.Unlock()
+	if err := m.Stop(ctx, "acme", s.ID); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[1] != "acme" {
+		t.Fatalf("after stop: %v", seen)
+	}
+}
