@@ -77,11 +77,19 @@ var exempt = map[string]bool{"/status": true, "/healthz": true, "/readyz": true,
 
 const loginPath = "/v1/auth/login"
 
+// staticUI reports a read of the browser UI's embedded files: they cost
+// nothing to serve and a page load fetches several, so they do not spend
+// the client's request allowance (the API calls the page makes do).
+func staticUI(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		(r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/"))
+}
+
 // ByIP is the middleware that limits by client IP. It runs before
 // authentication.
 func (l *RateLimits) ByIP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if exempt[r.URL.Path] {
+		if exempt[r.URL.Path] || staticUI(r) {
 			next.ServeHTTP(w, r)
 			return
 		}

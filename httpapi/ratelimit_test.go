@@ -173,3 +173,20 @@ func TestClientIPTrustsOnlyConfiguredProxies(t *testing.T) {
 		}
 	}
 }
+
+func TestStaticUIFilesDoNotSpendTheIPAllowance(t *testing.T) {
+	h, _ := limited(t, "") // IP burst 3
+	for i := range 10 {
+		if rec := send(h, "/ui/app.js", "198.51.100.9:5000", nil); rec.Code != 204 || rec.Header().Get("RateLimit") != "" {
+			t.Fatalf("static file %d: %d %v", i, rec.Code, rec.Header())
+		}
+	}
+	for i := range 3 {
+		if rec := send(h, "/v1/agents", "198.51.100.9:5000", nil); rec.Code != 204 {
+			t.Fatalf("API call %d after the static files: %d", i, rec.Code)
+		}
+	}
+	if rec := send(h, "/v1/agents", "198.51.100.9:5000", nil); rec.Code != 429 {
+		t.Fatalf("the fourth API call: %d, want 429", rec.Code)
+	}
+}
