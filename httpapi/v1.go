@@ -15,6 +15,7 @@ import (
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
+	"github.com/agentapi-mt/agentapi/cache"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/tenantcfg"
 	"github.com/agentapi-mt/agentapi/usage"
@@ -39,6 +40,8 @@ type V1 struct {
 	Breakers *breaker.Registry
 	// Config serves tenant configurations and feature flags.
 	Config *tenantcfg.Service
+	// Responses, when set, caches the reads listed in v1_cache.go.
+	Responses *cache.Loader
 	// Usage, when set, counts requests, messages and uploads, enforces
 	// message quotas and serves the usage reports.
 	Usage *usage.Recorder

@@ -83,6 +83,7 @@ func (v *V1) configRoutes(api huma.API) {
 		}
 		c, err := v.Config.Put(ctx, in.Tenant, in.Body, known)
 		if c.Version > 0 {
+			v.invalidate(ctx, in.Tenant, scopeConfig)
 			v.audit(ctx, p, in.Tenant, "tenant.config", in.Tenant, fmt.Sprintf("version %d", c.Version))
 		}
 		if err != nil {
@@ -117,6 +118,7 @@ func (v *V1) configRoutes(api huma.API) {
 		c.Flags = flags
 		c, err = v.Config.Put(ctx, tenant, c, nil)
 		if c.Version > 0 {
+			v.invalidate(ctx, tenant, scopeConfig)
 			v.audit(ctx, p, tenant, action, name, flagDetail(f))
 		}
 		if err != nil {

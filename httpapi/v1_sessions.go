@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -162,7 +163,10 @@ func (v *V1) sessionAPI(w http.ResponseWriter, r *http.Request) {
 		for _, m := range msgs {
 			out = append(out, map[string]any{"id": m.ID, "content": m.Content, "role": m.Role, "time": m.Time})
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"messages": out})
+		// A stored transcript changes only through writes that invalidate
+		// its cached copy: it may be cached (see v1_cache.go).
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"messages": out})
 		return
 	}
 	state := strings.ReplaceAll(s.State, "_", " ")

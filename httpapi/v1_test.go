@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
+	"github.com/agentapi-mt/agentapi/cache"
 	"github.com/agentapi-mt/agentapi/memory"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
@@ -35,6 +37,7 @@ type plane struct {
 	db     *sql.DB
 	logins *auth.Sessions
 	mgr    *runner.Manager
+	v1     *V1
 	keys   map[string]string // actor name -> API key
 	users  map[string]agentapi.User
 }
@@ -66,18 +69,21 @@ func newPlane(t *testing.T) *plane {
 	})
 	cfg := tenantcfg.New(tenantcfg.Options{Store: db})
 	t.Cleanup(cfg.Close)
-	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config})
+	responses := cache.NewLoader("responses", cache.NewMemory(cache.MemoryOptions{}), cache.LoaderOptions{})
+	t.Cleanup(func() { responses.Close() })
+	changed := SessionInvalidator(responses, slog.New(slog.DiscardHandler))
+	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config, Changed: changed})
 	t.Cleanup(mgr.Close)
 	meter, err := usage.New(usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: db, PushInterval: -1, FlushInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { meter.Close(context.Background()) })
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter}
-	router := NewRouter(NewHealth("test"), v1.Authenticate(), v1.Meter)
+	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter, Responses: responses}
+	router := NewRouter(NewHealth("test"), v1.Authenticate(), v1.Meter, v1.CacheReads)
 	api := humachi.New(router, huma.DefaultConfig("test", "test"))
 	v1.Mount(router, api)
-	p := &plane{t: t, srv: httptest.NewServer(router), db: db, logins: logins, mgr: mgr, keys: map[string]string{}, users: map[string]agentapi.User{}}
+	p := &plane{t: t, v1: v1, srv: httptest.NewServer(router), db: db, logins: logins, mgr: mgr, keys: map[string]string{}, users: map[string]agentapi.User{}}
 	t.Cleanup(p.srv.Close)
 
 	// The platform admin, seeded directly as bootstrap would.

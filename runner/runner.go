@@ -43,10 +43,11 @@ type Options struct {
 	// MaxSessions, MaxSessionsPerUser and IdleTimeoutSeconds replace the
 	// limits above where set, and its AllowedAgents restrict the catalog.
 	Tenant func(ctx context.Context, tenantID string) (agentapi.TenantConfig, error)
-	// Changed, when set, is called after each session record of a tenant
-	// is created or updated (started, stopped, exited, lost): caches of
+	// Changed, when set, is called after each successful write of a
+	// session's record (created, stopped, exited, lost; transcript false)
+	// or of a message of its transcript (transcript true): caches of
 	// session lists and transcripts are invalidated with it.
-	Changed func(tenantID string)
+	Changed func(tenantID, sessionID string, transcript bool)
 	// SessionSeconds, when set, is told the time agents run, in whole
 	// seconds per tenant and user: while they run (at each janitor sweep)
 	// and when they end.
@@ -721,13 +722,13 @@ func safeSegment(s string) string {
 // notifyingStore reports each successful session write to changed.
 type notifyingStore struct {
 	agentapi.AgentSessionStore
-	changed func(tenantID string)
+	changed func(tenantID, sessionID string, transcript bool)
 }
 
 func (n notifyingStore) CreateAgentSession(ctx context.Context, s agentapi.AgentSession) error {
 	err := n.AgentSessionStore.CreateAgentSession(ctx, s)
 	if err == nil {
-		n.changed(s.TenantID)
+		n.changed(s.TenantID, s.ID, false)
 	}
 	return err
 }
@@ -735,7 +736,15 @@ func (n notifyingStore) CreateAgentSession(ctx context.Context, s agentapi.Agent
 func (n notifyingStore) UpdateAgentSession(ctx context.Context, s agentapi.AgentSession) error {
 	err := n.AgentSessionStore.UpdateAgentSession(ctx, s)
 	if err == nil {
-		n.changed(s.TenantID)
+		n.changed(s.TenantID, s.ID, false)
+	}
+	return err
+}
+
+func (n notifyingStore) PutMessage(ctx context.Context, tenantID, sessionID string, m agentapi.Message) error {
+	err := n.AgentSessionStore.PutMessage(ctx, tenantID, sessionID, m)
+	if err == nil {
+		n.changed(tenantID, sessionID, true)
 	}
 	return err
 }

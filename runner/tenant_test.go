@@ -108,9 +108,12 @@ func TestTenantIdleTimeoutAndRunTimeAccounting(t *testing.T) {
 func TestChangedIsToldOfEverySessionWrite(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
-	m, _ := newManager(t, Options{Changed: func(tenant string) {
+	m, _ := newManager(t, Options{Changed: func(tenant, session string, transcript bool) {
+		if transcript {
+			return
+		}
 		mu.Lock()
-		seen = append(seen, tenant)
+		seen = append(seen, tenant+"/"+session)
 		mu.Unlock()
 	}})
 	ctx := context.Background()
@@ -119,7 +122,7 @@ func TestChangedIsToldOfEverySessionWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	mu.Lock()
-	if len(seen) != 1 || seen[0] != "acme" {
+	if len(seen) != 1 || seen[0] != "acme/"+s.ID {
 		t.Fatalf("after start: %v", seen)
 	}
 	mu.Unlock()
@@ -128,7 +131,7 @@ func TestChangedIsToldOfEverySessionWrite(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 2 || seen[1] != "acme" {
+	if len(seen) != 2 || seen[1] != "acme/"+s.ID {
 		t.Fatalf("after stop: %v", seen)
 	}
 }

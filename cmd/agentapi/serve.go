@@ -20,6 +20,7 @@ import (
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
+	"github.com/agentapi-mt/agentapi/cache"
 	"github.com/agentapi-mt/agentapi/config"
 	"github.com/agentapi-mt/agentapi/httpapi"
 	"github.com/agentapi-mt/agentapi/kv"
@@ -173,6 +174,16 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		return fail("bootstrapping the first admin key failed", "error", err)
 	}
 
+	// Cached responses (session lists, transcripts, tenant config): in
+	// Redis when there is one, so a write on any instance invalidates them
+	// on every instance at once; else in memory, bounded.
+	var responseStore cache.Backend = cache.NewMemory(cache.MemoryOptions{MaxBytes: 64 << 20})
+	if sw != nil {
+		responseStore = cache.NewRedis(sw, cache.RedisOptions{Prefix: "agentapi:"})
+	}
+	responses := cache.NewLoader("responses", responseStore, cache.LoaderOptions{})
+	defer responses.Close()
+
 	self, err := os.Executable()
 	if err != nil {
 		return fail("cannot find this binary (for the demo agent)", "error", err)
@@ -199,6 +210,7 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
 		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
 		Env: runner.SecretEnv(db, keyring), Breakers: breakers, Tenant: tenantCfg.Config,
+		Changed: httpapi.SessionInvalidator(responses, log),
 		SessionSeconds: func(tenantID, userID string, n int64) {
 			meter.Add(tenantID, userID, usage.SessionSeconds, n)
 		},
@@ -214,11 +226,19 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	v1 := &httpapi.V1{
 		Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: keyring,
 		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: tenantCfg,
-		Usage:         meter,
+		Usage: meter, Responses: responses,
 		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
 	}
 	// Prometheus metrics, read from each part at scrape time.
-	src := metrics.Sources{Redis: sw, Breakers: breakers, AgentSessions: mgr, UsageLastFlush: meter.LastFlush}
+	src := metrics.Sources{Redis: sw, Breakers: breakers, AgentSessions: mgr, UsageLastFlush: meter.LastFlush,
+		Caches: func() []metrics.CacheCount {
+			r := responses.Stats()
+			hits, misses := tenantCfg.Stats()
+			return []metrics.CacheCount{
+				{Name: r.Name, Hits: r.Hits, Misses: r.Misses, Errors: r.Errors},
+				{Name: "tenant_config", Hits: hits, Misses: misses},
+			}
+		}}
 	if ms, ok := store.(*memory.SessionStore); ok {
 		src.LoginSessions = ms.Len // the Redis store has no cheap count
 	}
@@ -238,9 +258,9 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 
 	// Middleware order: measure (so refusals are counted too), limit by IP
 	// (before any work), authenticate, limit by user and tenant.
-	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate(), v1.Meter}
+	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate(), v1.Meter, v1.CacheReads}
 	if limits != nil {
-		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser, v1.Meter}
+		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser, v1.Meter, v1.CacheReads}
 	}
 	router := httpapi.NewRouter(health, middleware...)
 	router.Method(http.MethodGet, "/metrics", met.Handler())

@@ -131,6 +131,30 @@ func TestTwoInstancesShareLogins(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("B honoured A's changes after %v", time.Since(changed))
+	// A cached list on A is not served after a write on B: the session B
+	// starts is in A's very next answer.
+	list := func(base string) (string, string) {
+		req, _ := http.NewRequest("GET", base+"/v1/sessions", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body), resp.Header.Get("X-Cache")
+	}
+	list(a)
+	if _, mark := list(a); mark != "HIT" {
+		t.Fatalf("A's second list: X-Cache %q", mark)
+	}
+	code, started := call(t, "POST", b+"/v1/sessions", testAdminKey, map[string]string{"agent_type": "echo"})
+	if code != 200 {
+		t.Fatalf("session on B: %d %v", code, started)
+	}
+	if body, mark := list(a); mark != "MISS" || !strings.Contains(body, started["id"].(string)) {
+		t.Fatalf("A after B's write: X-Cache %q, %s", mark, body)
+	}
 	// B's metrics show its traffic by route pattern and Redis on native.
 	resp, err := http.Get(b + "/metrics")
 	if err != nil {
@@ -144,6 +168,8 @@ func TestTwoInstancesShareLogins(t *testing.T) {
 		`agentapi_http_requests_total{method="GET",route="/v1/auth/session",status="401"} `,
 		`agentapi_ratelimit_decisions_total{limit="ip",outcome="allowed"}`,
 		`go_goroutines`,
+		`agentapi_cache_hits_total{cache="tenant_config"}`,
+		`agentapi_cache_misses_total{cache="responses"}`,
 	} {
 		if !strings.Contains(string(scrape), want) {
 			t.Errorf("B's /metrics lacks %s", want)
