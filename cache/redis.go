@@ -45,6 +45,10 @@ type RedisOptions struct {
 	// instance is remembered on the LocalTTL path. Default
 	// DefaultMaxTracked.
 	MaxTracked int
+	// NearBytes bounds the decoded entries kept in this process to answer
+	// hits without carrying their values (see Redis); 0 means
+	// DefaultNearBytes, negative turns them off.
+	NearBytes int64
 }
 
 // Redis is a Backend in Redis, over a kv.Client, shared by every instance
@@ -111,6 +115,14 @@ type Redis struct {
 	localTTL time.Duration // > 0: the cached path, when caching says so
 	caching  func() bool   // nil: always
 
+	// near keeps entries this instance read or stored, decoded: a Get of
+	// one costs a small script call that returns the generation and the
+	// stored entry's header, instead of carrying the whole value. A near
+	// copy is served only when Redis still holds that very entry (same
+	// generation, stored-at time and TTL), so it is exactly as fresh as a
+	// full read. nil when RedisOptions.NearBytes < 0.
+	near *near
+
 	wmu        sync.Mutex
 	written    map[string]time.Time // scope key -> end of its own-write window
 	maxTracked int
@@ -122,6 +134,12 @@ var _ Backend = (*Redis)(nil)
 // NewRedis returns a Backend over c. c is not closed by the backend.
 func NewRedis(c kv.Client, o RedisOptions) *Redis {
 	r := &Redis{c: c, prefix: o.Prefix, now: o.Now, genTTL: o.GenerationTTL, maxTracked: o.MaxTracked}
+	switch {
+	case o.NearBytes == 0:
+		r.near = newNear(DefaultNearBytes)
+	case o.NearBytes > 0:
+		r.near = newNear(o.NearBytes)
+	}
 	if r.prefix == "" {
 		r.prefix = DefaultPrefix
 	}
@@ -167,6 +185,13 @@ func (r *Redis) EntryKey(tenant, scope, key string) string {
 // It returns {gen, entry}, with entry "" when it is missing or was put
 // under another generation (so that a stale value does not cross the
 // network).
+// headScript returns the generation at KEYS[1] and the first ARGV[1] bytes
+// of the entry at KEYS[2] ('' when there is none): enough to tell whether a
+// near copy is still the stored entry.
+var headScript = kv.NewScript(`local g = redis.call('GET', KEYS[1]) or '0'
+return {g, redis.call('GETRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)}
+`)
+
 var getScript = kv.NewScript(`local g = redis.call('GET', KEYS[1]) or '0'
 local e = redis.call('GET', KEYS[2])
 if not e then return {g, ''} end
@@ -226,6 +251,17 @@ func (r *Redis) Get(ctx context.Context, tenant, scope, key string) (Entry, uint
 			return Entry{}, 0, false, agentapi.E(op, agentapi.KindInternal, err)
 		}
 	} else {
+		if n, ok := r.near.get(ek); ok {
+			v, err := r.c.Eval(ctx, headScript, []string{gk, ek}, strconv.Itoa(len(n.header)))
+			if err != nil {
+				return Entry{}, 0, false, agentapi.E(op, agentapi.KindOther, err)
+			}
+			ss, err := v.Strings()
+			if err == nil && len(ss) == 2 && ss[0] == strconv.FormatUint(n.gen, 10) && ss[1] == n.header && r.now().Before(n.e.Expires()) {
+				return n.e, n.gen, true, nil
+			}
+			r.near.remove(ek)
+		}
 		v, err := r.c.Eval(ctx, getScript, []string{gk, ek})
 		if err != nil {
 			return Entry{}, 0, false, agentapi.E(op, agentapi.KindOther, err)
@@ -247,6 +283,7 @@ func (r *Redis) Get(ctx context.Context, tenant, scope, key string) (Entry, uint
 	if !ok || egen != gen || !r.now().Before(e.Expires()) {
 		return Entry{}, gen, false, nil
 	}
+	r.near.put(ek, gen, e, entryHeader(es))
 	return e, gen, true, nil
 }
 
@@ -261,10 +298,16 @@ func (r *Redis) Put(ctx context.Context, tenant, scope, key string, gen uint64, 
 	gk := r.GenKey(tenant, scope)
 	ms := (ttl + time.Millisecond - 1) / time.Millisecond
 	r.noteWrite(gk)
-	_, err := r.c.Eval(ctx, putScript, []string{gk, r.EntryKey(tenant, scope, key)},
-		strconv.FormatUint(gen, 10), encodeEntry(gen, e), strconv.FormatInt(int64(ms), 10))
+	ek, enc := r.EntryKey(tenant, scope, key), encodeEntry(gen, e)
+	v, err := r.c.Eval(ctx, putScript, []string{gk, ek},
+		strconv.FormatUint(gen, 10), enc, strconv.FormatInt(int64(ms), 10))
 	if err != nil {
+		r.near.remove(ek)
 		return agentapi.E(op, agentapi.KindOther, err)
+	}
+	if stored, _ := v.Int(); stored == 1 && r.near != nil {
+		e.Value = append([]byte(nil), e.Value...)
+		r.near.put(ek, gen, e, entryHeader(enc))
 	}
 	return nil
 }
@@ -276,7 +319,9 @@ func (r *Redis) Delete(ctx context.Context, tenant, scope, key string) error {
 		return err
 	}
 	r.noteWrite(r.GenKey(tenant, scope))
-	if _, err := r.c.Do(ctx, "DEL", r.EntryKey(tenant, scope, key)); err != nil {
+	ek := r.EntryKey(tenant, scope, key)
+	r.near.remove(ek)
+	if _, err := r.c.Do(ctx, "DEL", ek); err != nil {
 		return agentapi.E(op, agentapi.KindOther, err)
 	}
 	return nil
