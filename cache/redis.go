@@ -186,7 +186,7 @@ func (r *Redis) EntryKey(tenant, scope, key string) string {
 // under another generation (so that a stale value does not cross the
 // network).
 // headScript returns the generation at KEYS[1] and the first ARGV[1] bytes
-// of the entry at KEYS[2] ('' when there is none): enough to tell whether a
+// of the entry at KEYS[2] (” when there is none): enough to tell whether a
 // near copy is still the stored entry.
 var headScript = kv.NewScript(`local g = redis.call('GET', KEYS[1]) or '0'
 return {g, redis.call('GETRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)}
