@@ -337,7 +337,13 @@ func TestComposeUpstashOverride(t *testing.T) {
 		"UPSTASH_REDIS_REST_TOKEN": "token",
 		"UPSTASH_REDIS_URL":        "rediss://default:pw@example.upstash.io:6379",
 	}
-	p := load(t, upstash, nil, mainFile, upstashFile)
+	// An .env copied from .env.example also sets REDIS_URL to the local
+	// container; the override must not let it through.
+	withLocalURL := map[string]string{"REDIS_URL": "redis://redis:6379"}
+	for k, v := range upstash {
+		withLocalURL[k] = v
+	}
+	p := load(t, withLocalURL, nil, mainFile, upstashFile)
 	if got, want := serviceNames(p), []string{"agentapi", "postgres"}; !slices.Equal(got, want) {
 		t.Errorf("services with the Upstash override: %v, want %v", got, want)
 	}
