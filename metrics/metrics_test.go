@@ -28,6 +28,7 @@ import (
 	"github.com/agentapi-mt/agentapi/metrics"
 	"github.com/agentapi-mt/agentapi/redistest"
 	"github.com/agentapi-mt/agentapi/runner"
+	"github.com/agentapi-mt/agentapi/storetest"
 )
 
 // The server's objects plug in as they are.
@@ -366,7 +367,7 @@ func TestRedisSeries(t *testing.T) {
 // Breakers: the state gauge and the transitions counter, with tenant ids
 // kept out of the labels unless asked for.
 func TestBreakerSeries(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := storetest.NewManualClock(time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC))
 	reg := breaker.NewRegistry(breaker.Settings{FailureThreshold: 2, Timeout: time.Minute}, breaker.Options{Clock: clock.Now})
 	fail := func(name string) {
 		done, err := reg.Get(name).Allow(context.Background())
@@ -407,7 +408,7 @@ func TestBreakerSeries(t *testing.T) {
 	}
 
 	// The timeout passes: open breakers report half-open.
-	clock.advance(time.Minute)
+	clock.Advance(time.Minute)
 	f = scrape(t, metrics.New(metrics.Sources{Breakers: reg}, metrics.Options{TenantLabels: true}))
 	f.want(t, 1, state, "breaker", "database", "state", "half_open")
 	f.want(t, 0, state, "breaker", "database", "state", "open")
@@ -416,22 +417,6 @@ func TestBreakerSeries(t *testing.T) {
 	f.want(t, 1, state, "breaker", "agent-deliver:ten-b:claude", "state", "closed")
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 type agentSessions struct {
 	mu       sync.Mutex
@@ -488,7 +473,7 @@ func TestAgentSessionSeries(t *testing.T) {
 // The function sources: login sessions, rate-limit decisions, caches and
 // the usage flush lag.
 func TestFuncSources(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := storetest.NewManualClock(time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC))
 	var mu sync.Mutex
 	var lastFlush time.Time
 	m := metrics.New(metrics.Sources{
@@ -511,7 +496,7 @@ func TestFuncSources(t *testing.T) {
 		},
 	}, metrics.Options{Now: clock.Now})
 
-	clock.advance(90 * time.Second)
+	clock.Advance(90 * time.Second)
 	f := scrape(t, m)
 	f.want(t, 7, "agentapi_login_sessions")
 	f.want(t, 15, "agentapi_ratelimit_decisions_total", "limit", "ip", "outcome", "allowed")
@@ -582,7 +567,7 @@ func TestBearerToken(t *testing.T) {
 // Every series of ours passes promlint (names, units, _total suffixes,
 // help text), with every source plugged in.
 func TestLint(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clock := storetest.NewManualClock(time.Now())
 	reg := breaker.NewRegistry(breaker.Settings{}, breaker.Options{Clock: clock.Now})
 	reg.Get("database")
 	u := redistest.Start(t, redistest.Options{}).URL()
