@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -43,6 +44,7 @@ const (
 	DefaultMaxSessionsUser         = 5
 	DefaultAgentIdleTimeout        = 30 * time.Minute
 	DefaultLoginMaxLifetime        = 24 * time.Hour
+	DefaultInstanceTTL             = 10 * time.Second
 	DefaultLoginPerMinute          = 10
 	DefaultLoginBurst              = 5
 
@@ -100,6 +102,8 @@ type Tenancy struct {
 	LoginMaxLifetime  time.Duration // AGENTAPI_SESSION_MAX_LIFETIME: absolute cap of a login session
 	SecureCookies     bool          // AGENTAPI_SECURE_COOKIES
 	InstanceID        string        // AGENTAPI_INSTANCE_ID
+	AdvertiseURL      string        // AGENTAPI_ADVERTISE_URL: how other instances reach this one
+	InstanceTTL       time.Duration // AGENTAPI_INSTANCE_TTL: an instance silent this long is dead
 	AgentUIDBase      int           // AGENTAPI_AGENT_UID_BASE: 0 runs agents as the server's user
 }
 
@@ -299,7 +303,7 @@ func Load(args []string, env Env) (*Config, error) {
 	if raw, ok := r.get("UPSTASH_REDIS_REST_URL"); ok {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			r.bad("UPSTASH_REDIS_REST_URL", raw, "want https://<your-instance>.upstash.io")
+			r.bad("UPSTASH_REDIS_REST_URL", redactURL(raw), "want https://<your-instance>.upstash.io")
 		} else {
 			rd.RESTURL = raw
 		}
@@ -407,13 +411,26 @@ func Load(args []string, env Env) (*Config, error) {
 	}
 	tn.SecureCookies = r.boolean("AGENTAPI_SECURE_COOKIES", false)
 	tn.AgentUIDBase = r.nonNegative("AGENTAPI_AGENT_UID_BASE", 0)
-	if tn.AgentUIDBase > 0 && tn.AgentUIDBase+65536 > 1<<31-1 {
+	if tn.AgentUIDBase > 1<<31-1-65536 { // not base+65536 > ...: that overflows for huge bases
 		r.bad("AGENTAPI_AGENT_UID_BASE", strconv.Itoa(tn.AgentUIDBase), "too large: the 65536 uids from it must be valid")
 	}
 	tn.InstanceID, _ = r.get("AGENTAPI_INSTANCE_ID")
 	if tn.InstanceID == "" {
 		host, _ := os.Hostname()
 		tn.InstanceID = host
+	}
+	tn.AdvertiseURL, _ = r.get("AGENTAPI_ADVERTISE_URL")
+	if tn.AdvertiseURL == "" {
+		host, _ := os.Hostname()
+		tn.AdvertiseURL = "http://" + net.JoinHostPort(host, strconv.Itoa(c.Port))
+	} else if u, err := url.Parse(tn.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		r.bad("AGENTAPI_ADVERTISE_URL", tn.AdvertiseURL, "an http:// or https:// URL of this instance without a path, e.g. http://10.0.0.5:3284")
+	} else {
+		tn.AdvertiseURL = strings.TrimSuffix(tn.AdvertiseURL, "/")
+	}
+	tn.InstanceTTL = r.duration("AGENTAPI_INSTANCE_TTL", DefaultInstanceTTL)
+	if tn.InstanceTTL < time.Second && !r.failed("AGENTAPI_INSTANCE_TTL") {
+		r.bad("AGENTAPI_INSTANCE_TTL", tn.InstanceTTL.String(), "at least 1s")
 	}
 
 	if len(r.problems) > 0 {
@@ -598,6 +615,11 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 func ParseDuration(v string) (time.Duration, error) {
 	var d time.Duration
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		// Checked before multiplying: a large negative count of seconds
+		// would overflow into a positive duration.
+		if n <= 0 {
+			return 0, errors.New("must be greater than zero")
+		}
 		if n > int64(1<<62/time.Second) {
 			return 0, errors.New("too large")
 		}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/cluster"
 )
 
 // Principal is who a request acts as.
@@ -21,6 +23,10 @@ type Principal struct {
 	// key): logout revokes it.
 	Token     string
 	ExpiresAt time.Time
+	// Forwarded: another instance authenticated the request, limited and
+	// counted it, and forwarded it here to the instance that runs its
+	// agent session.
+	Forwarded bool
 }
 
 // Platform reports whether the principal is a platform admin.
@@ -45,6 +51,31 @@ type authenticator struct {
 	keys    agentapi.APIKeyStore
 	logins  *auth.Sessions
 	now     func() time.Time
+	signer  *cluster.Signer
+}
+
+// forwardedPrincipal is what a forwarding instance vouches for.
+type forwardedPrincipal struct {
+	TenantID string            `json:"t"`
+	UserID   string            `json:"u"`
+	Role     agentapi.UserRole `json:"r"`
+	KeyID    string            `json:"k,omitempty"`
+}
+
+var errBadForward = agentapi.E("auth", agentapi.KindUnauthenticated, errors.New("the request claims to be forwarded by another instance, but its signature is invalid or expired"))
+
+// fromForward returns the principal of a request forwarded by another
+// instance, nil when r is not one, or an error when its signature fails.
+func (a *authenticator) fromForward(r *http.Request) (*Principal, error) {
+	if !cluster.Forwarded(r) {
+		return nil, nil
+	}
+	raw, ok := a.signer.Verify(r, a.now())
+	var fp forwardedPrincipal
+	if !ok || json.Unmarshal(raw, &fp) != nil || fp.TenantID == "" || fp.UserID == "" {
+		return nil, errBadForward
+	}
+	return &Principal{TenantID: fp.TenantID, UserID: fp.UserID, Role: fp.Role, KeyID: fp.KeyID, Forwarded: true}, nil
 }
 
 // credential extracts the bearer token, or the session cookie (fromCookie).
@@ -119,6 +150,13 @@ func (a *authenticator) resolve(ctx context.Context, cred string) (*Principal, e
 // answer 401); bad credentials are answered 401 here.
 func (a *authenticator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p, err := a.fromForward(r); err != nil {
+			WriteError(w, err)
+			return
+		} else if p != nil {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+			return
+		}
 		cred, fromCookie := credential(r)
 		if cred == "" {
 			next.ServeHTTP(w, r)

@@ -36,6 +36,9 @@ type RateLimits struct {
 	// replaces User for its users, and its tenant-wide limit, when set,
 	// applies to all of them together.
 	Tenant func(ctx context.Context, tenantID string) (agentapi.TenantConfig, error)
+	// Forwarded, when set, recognizes requests another instance forwarded
+	// (it limited them already): they are not limited again.
+	Forwarded func(*http.Request) bool
 	// Limited, when set, is told of each request refused by the user or
 	// tenant limit (usage tracking counts them).
 	Limited func(tenantID, userID string)
@@ -89,7 +92,7 @@ func staticUI(r *http.Request) bool {
 // authentication.
 func (l *RateLimits) ByIP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if exempt[r.URL.Path] || staticUI(r) {
+		if exempt[r.URL.Path] || staticUI(r) || (l.Forwarded != nil && l.Forwarded(r)) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -110,7 +113,7 @@ func (l *RateLimits) ByIP(next http.Handler) http.Handler {
 func (l *RateLimits) ByUser(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := principalFrom(r.Context())
-		if p == nil || exempt[r.URL.Path] {
+		if p == nil || p.Forwarded || exempt[r.URL.Path] {
 			next.ServeHTTP(w, r)
 			return
 		}

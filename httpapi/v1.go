@@ -16,6 +16,7 @@ import (
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/cache"
+	"github.com/agentapi-mt/agentapi/cluster"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/tenantcfg"
 	"github.com/agentapi-mt/agentapi/usage"
@@ -40,6 +41,10 @@ type V1 struct {
 	Breakers *breaker.Registry
 	// Config serves tenant configurations and feature flags.
 	Config *tenantcfg.Service
+	// Cluster and Signer, when set (with Redis), route requests for agent
+	// sessions to the instance that runs them (v1_route.go).
+	Cluster *cluster.Registry
+	Signer  *cluster.Signer
 	// Responses, when set, caches the reads listed in v1_cache.go.
 	Responses *cache.Loader
 	// Usage, when set, counts requests, messages and uploads, enforces
@@ -145,7 +150,7 @@ func (v *V1) init() {
 	if v.Log == nil {
 		v.Log = slog.New(slog.DiscardHandler)
 	}
-	v.authn = &authenticator{tenants: v.Tenants, users: v.Users, keys: v.Keys, logins: v.Logins, now: v.Now}
+	v.authn = &authenticator{tenants: v.Tenants, users: v.Users, keys: v.Keys, logins: v.Logins, now: v.Now, signer: v.Signer}
 }
 
 // Authenticate is the middleware that resolves credentials; pass it to
@@ -165,6 +170,7 @@ func (v *V1) Mount(r chi.Router, api huma.API) {
 	v.breakerRoutes(api)
 	v.configRoutes(api)
 	v.usageRoutes(api)
+	v.instanceRoutes(api)
 	v.sessionRoutes(api)
 	// The single-agent API of each session, upstream's routes and shapes.
 	r.HandleFunc("/v1/sessions/{id}/*", v.sessionAPI)

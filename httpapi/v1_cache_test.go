@@ -79,7 +79,10 @@ func TestCachedReadsAreFreshPerPrincipalAndRevalidate(t *testing.T) {
 	}
 
 	// Stopping changes the record: the cached one is not served.
-	waitFor(t, func() bool { _, st := p.do("alice", "GET", "/v1/sessions/"+id+"/status", nil); return st["status"] == "stable" })
+	waitFor(t, func() bool {
+		_, st := p.do("alice", "GET", "/v1/sessions/"+id+"/status", nil)
+		return st["status"] == "stable"
+	})
 	p.get("alice", "/v1/sessions/"+id, nil)
 	if code, _ := p.do("alice", "DELETE", "/v1/sessions/"+id, nil); code != 204 {
 		t.Fatalf("stop: %d", code)

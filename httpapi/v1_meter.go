@@ -142,7 +142,7 @@ func (v *V1) Meter(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := principalFrom(r.Context()); p != nil && !exempt[r.URL.Path] {
+		if p := principalFrom(r.Context()); p != nil && !p.Forwarded && !exempt[r.URL.Path] {
 			v.Usage.Add(p.TenantID, p.UserID, usage.Requests, 1)
 		}
 		next.ServeHTTP(w, r)

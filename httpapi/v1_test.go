@@ -22,6 +22,7 @@ import (
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/cache"
+	"github.com/agentapi-mt/agentapi/cluster"
 	"github.com/agentapi-mt/agentapi/memory"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
@@ -79,7 +80,7 @@ func newPlane(t *testing.T) *plane {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { meter.Close(context.Background()) })
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter, Responses: responses}
+	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter, Responses: responses, Signer: cluster.NewSigner(bytes.Repeat([]byte{7}, 32))}
 	router := NewRouter(NewHealth("test"), v1.Authenticate(), v1.Meter, v1.CacheReads)
 	api := humachi.New(router, huma.DefaultConfig("test", "test"))
 	v1.Mount(router, api)

@@ -505,3 +505,54 @@ func TestDriverErrors(t *testing.T) {
 		}
 	})
 }
+
+func TestMarkInstanceLost(t *testing.T) {
+	t.Parallel()
+	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
+		var d *DB
+		if driver == DriverSQLite {
+			d = openSQLiteTemp(t)
+		} else {
+			d = open(t, newURL(t), "")
+		}
+		ctx := testCtx(t)
+		now := time.Now().UTC()
+		for _, id := range []string{"t1", "t2"} {
+			if err := d.CreateTenant(ctx, agentapi.Tenant{ID: id, Name: id, CreatedAt: now, UpdatedAt: now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, s := range []struct{ tenant, instance, state string }{
+			{"t1", "a", agentapi.SessionRunning}, {"t2", "a", agentapi.SessionRunning}, {"t1", "a", agentapi.SessionStopped},
+			{"t1", "b", agentapi.SessionRunning},
+		} {
+			rec := agentapi.AgentSession{ID: fmt.Sprintf("s%d", i), TenantID: s.tenant, UserID: "u", AgentType: "echo", State: s.state, Instance: s.instance, CreatedAt: now, LastActivityAt: now}
+			if err := d.CreateAgentSession(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inst, err := d.RunningInstances(ctx)
+		if err != nil || len(inst) != 2 {
+			t.Fatalf("running instances %v %v", inst, err)
+		}
+		refs, err := d.MarkInstanceLost(ctx, "a", now)
+		if err != nil || len(refs) != 2 {
+			t.Fatalf("marked %v %v", refs, err)
+		}
+		for _, c := range []struct{ tenant, id, want string }{{"t1", "s0", agentapi.SessionLost}, {"t2", "s1", agentapi.SessionLost}, {"t1", "s2", agentapi.SessionStopped}, {"t1", "s3", agentapi.SessionRunning}} {
+			s, err := d.GetAgentSession(ctx, c.tenant, c.id)
+			if err != nil || s.State != c.want {
+				t.Fatalf("%s: %s %v, want %s", c.id, s.State, err, c.want)
+			}
+			if c.want == agentapi.SessionLost && s.StoppedAt == nil {
+				t.Fatalf("%s lost without stopped_at", c.id)
+			}
+		}
+		if refs, _ := d.MarkInstanceLost(ctx, "a", now); len(refs) != 0 {
+			t.Fatalf("marked twice: %v", refs)
+		}
+		if inst, _ := d.RunningInstances(ctx); len(inst) != 1 || inst[0] != "b" {
+			t.Fatalf("running instances after: %v", inst)
+		}
+	})
+}

@@ -35,7 +35,7 @@ func docEnv(t *testing.T, vars ...string) map[string]string {
 		"AGENTAPI_DATA_DIR":        filepath.Join(t.TempDir(), "data"),
 		"PORT":                     "0",
 		"TOKEN_ENCRYPTION_KEY":     strings.Repeat("ab", 32),
-		"REDIS_CONNECTION_TIMEOUT": "2s",
+		"REDIS_CONNECTION_TIMEOUT": "5s", // TLS handshakes under -race on a loaded CI box
 	}
 	for i := 0; i+1 < len(vars); i += 2 {
 		env[vars[i]] = vars[i+1]

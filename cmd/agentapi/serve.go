@@ -21,6 +21,7 @@ import (
 	"github.com/agentapi-mt/agentapi/auth"
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/cache"
+	"github.com/agentapi-mt/agentapi/cluster"
 	"github.com/agentapi-mt/agentapi/config"
 	"github.com/agentapi-mt/agentapi/httpapi"
 	"github.com/agentapi-mt/agentapi/kv"
@@ -221,12 +222,38 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		log.Info("sessions from the previous run marked lost; their transcripts remain", "count", n)
 	}
 
+	// Several instances on one Redis behave as one service: a registry of
+	// live instances, and requests for a session forwarded to the
+	// instance that runs it, signed with a key derived from the token key.
+	var registry *cluster.Registry
+	var signer *cluster.Signer
+	if sw != nil {
+		signer = cluster.NewSigner(cfg.TokenKey)
+		invalidateSession := httpapi.SessionInvalidator(responses, log)
+		registry = cluster.New(ctx, cluster.Options{
+			KV: sw, Prefix: "agentapi:", ID: cfg.Tenancy.InstanceID, URL: cfg.Tenancy.AdvertiseURL,
+			TTL: cfg.Tenancy.InstanceTTL, Load: mgr.Running, Logger: log,
+			RunningInstances: db.RunningInstances,
+			MarkLost: func(ctx context.Context, instance string) (int, error) {
+				refs, err := db.MarkInstanceLost(ctx, instance, time.Now())
+				for _, ref := range refs {
+					invalidateSession(ref.TenantID, ref.ID, false)
+				}
+				return len(refs), err
+			},
+		})
+		defer registry.Close(context.Background()) // idempotent; the shutdown below closes it first
+		if limits != nil {
+			limits.Forwarded = func(r *http.Request) bool { _, ok := signer.Verify(r, time.Now()); return ok }
+		}
+	}
+
 	health := httpapi.NewHealth(versionString(), httpapi.RedisCheck(sw),
 		httpapi.DatabaseCheck(db.Driver(), db.Describe(), db.Ping))
 	v1 := &httpapi.V1{
 		Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: keyring,
 		Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: tenantCfg,
-		Usage: meter, Responses: responses,
+		Usage: meter, Responses: responses, Cluster: registry, Signer: signer,
 		SecureCookies: cfg.Tenancy.SecureCookies, Log: log,
 	}
 	// Prometheus metrics, read from each part at scrape time.
@@ -258,9 +285,9 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 
 	// Middleware order: measure (so refusals are counted too), limit by IP
 	// (before any work), authenticate, limit by user and tenant.
-	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate(), v1.Meter, v1.CacheReads}
+	middleware := []func(http.Handler) http.Handler{met.Middleware, v1.Authenticate(), v1.Meter, v1.RouteSessions, v1.CacheReads}
 	if limits != nil {
-		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser, v1.Meter, v1.CacheReads}
+		middleware = []func(http.Handler) http.Handler{met.Middleware, limits.ByIP, v1.Authenticate(), limits.ByUser, v1.Meter, v1.RouteSessions, v1.CacheReads}
 	}
 	router := httpapi.NewRouter(health, middleware...)
 	router.Method(http.MethodGet, "/metrics", met.Handler())
@@ -294,11 +321,21 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	stop()
 	log.Info("shutting down: draining in-flight requests")
 	health.Drain()
+	if registry != nil {
+		// No new sessions here; requests for the running ones are still
+		// served until their agents stop below.
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		registry.Drain(dctx)
+		dcancel()
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Agents first: their event streams end, so Shutdown does not wait on
 	// them, and their transcripts are saved.
 	mgr.Close()
+	if registry != nil {
+		registry.Close(sctx)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("graceful shutdown timed out", "error", err)
 		code = 1

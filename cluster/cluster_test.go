@@ -1,0 +1,173 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/agentapi-mt/agentapi/kv/kvtest"
+	"github.com/agentapi-mt/agentapi/kv/native"
+	"github.com/agentapi-mt/agentapi/redistest"
+	"github.com/agentapi-mt/agentapi/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// node is one instance for the registry tests: its clock is shared, its
+// background loop effectively off (tests call Renew).
+type node struct {
+	*Registry
+	load atomic.Int64
+}
+
+func newNode(t *testing.T, url, id string, clock *storetest.ManualClock, lost *sync.Map) *node {
+	t.Helper()
+	n := &node{}
+	n.Registry = New(t.Context(), Options{
+		KV: kvtest.Native(t, native.Options{URL: url}), Prefix: "test:", ID: id, URL: "http://" + id,
+		TTL: time.Hour, // the loop renews every 12 minutes: tests renew by hand
+		Now: clock.Now, Load: func() int { return int(n.load.Load()) },
+		MarkLost: func(ctx context.Context, instance string) (int, error) {
+			c, _ := lost.LoadOrStore(instance, new(atomic.Int64))
+			c.(*atomic.Int64).Add(1)
+			return 1, nil
+		},
+	})
+	t.Cleanup(func() { n.Close(context.Background()) })
+	return n
+}
+
+func TestRegistryLivePlaceAndDeath(t *testing.T) {
+	url := redistest.Start(t, redistest.Options{}).URL()
+	clock := storetest.NewManualClock(time.Now())
+	var lost sync.Map
+	a, b, c := newNode(t, url, "a", clock, &lost), newNode(t, url, "b", clock, &lost), newNode(t, url, "c", clock, &lost)
+	ctx := t.Context()
+	renewAll := func(ns ...*node) {
+		for _, n := range ns {
+			if err := n.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	renewAll(a, b, c)
+	if got := len(a.Live()); got != 3 {
+		t.Fatalf("a sees %d instances", got)
+	}
+	if in, ok := b.Lookup("c"); !ok || in.URL != "http://c" {
+		t.Fatalf("lookup c from b: %+v %v", in, ok)
+	}
+	// Ties go to the asking instance; otherwise the least loaded.
+	if in, _ := b.Place(); in.ID != "b" {
+		t.Fatalf("b places on %s with equal loads", in.ID)
+	}
+	b.load.Store(2)
+	c.load.Store(1)
+	renewAll(b, c, a)
+	if in, _ := b.Place(); in.ID != "a" {
+		t.Fatalf("b places on %s; a is idle", in.ID)
+	}
+	a.Drain(ctx)
+	renewAll(b)
+	if in, _ := b.Place(); in.ID != "c" {
+		t.Fatalf("b places on %s; a drains and c is less loaded than b", in.ID)
+	}
+
+	// c stops renewing; after the TTL exactly one survivor marks it lost.
+	clock.Advance(30 * time.Minute)
+	renewAll(a, b)
+	clock.Advance(31 * time.Minute)
+	renewAll(a, b, a, b)
+	if _, ok := a.Lookup("c"); ok {
+		t.Fatal("a still sees c after its TTL")
+	}
+	n, ok := lost.Load("c")
+	if !ok || n.(*atomic.Int64).Load() != 1 {
+		t.Fatalf("c's sessions marked lost %v times, want once", n)
+	}
+	if _, ok := lost.Load("a"); ok {
+		t.Fatal("a live instance was marked lost")
+	}
+}
+
+func TestCloseRemovesTheEntry(t *testing.T) {
+	url := redistest.Start(t, redistest.Options{}).URL()
+	clock := storetest.NewManualClock(time.Now())
+	var lost sync.Map
+	a, b := newNode(t, url, "a", clock, &lost), newNode(t, url, "b", clock, &lost)
+	b.Close(t.Context())
+	if err := a.Renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.Lookup("b"); ok {
+		t.Fatal("a closed instance is still live")
+	}
+	if _, ok := lost.Load("b"); ok {
+		t.Fatal("a clean stop was taken for a death")
+	}
+}
+
+func TestUnregisteredOwnersSessionsAreLostAfterATTL(t *testing.T) {
+	url := redistest.Start(t, redistest.Options{}).URL()
+	clock := storetest.NewManualClock(time.Now())
+	var marked atomic.Int64
+	r := New(t.Context(), Options{
+		KV: kvtest.Native(t, native.Options{URL: url}), Prefix: "test:", ID: "a", URL: "http://a", TTL: time.Hour, Now: clock.Now,
+		RunningInstances: func(ctx context.Context) ([]string, error) { return []string{"a", "ghost"}, nil },
+		MarkLost: func(ctx context.Context, instance string) (int, error) {
+			if instance != "ghost" {
+				t.Errorf("marked %s lost", instance)
+			}
+			marked.Add(1)
+			return 1, nil
+		},
+	})
+	defer r.Close(context.Background())
+	if err := r.Renew(t.Context()); err != nil || marked.Load() != 0 {
+		t.Fatalf("marked before a TTL of its own: %d %v", marked.Load(), err)
+	}
+	clock.Advance(61 * time.Minute)
+	if err := r.Renew(t.Context()); err != nil || marked.Load() != 1 {
+		t.Fatalf("ghost marked %d times: %v", marked.Load(), err)
+	}
+}
+
+func TestSignatures(t *testing.T) {
+	s := NewSigner(make([]byte, 32))
+	now := time.Now()
+	req := httptest.NewRequest("POST", "/v1/sessions/ses_1/message?x=1", nil)
+	s.Sign(req.Header, "POST", "/v1/sessions/ses_1/message?x=1", []byte(`{"t":"acme","u":"usr_1"}`), now)
+	if p, ok := s.Verify(req, now.Add(time.Second)); !ok || string(p) != `{"t":"acme","u":"usr_1"}` {
+		t.Fatalf("a good signature: %q %v", p, ok)
+	}
+	if _, ok := s.Verify(req, now.Add(2*time.Minute)); ok {
+		t.Fatal("a stale signature passed")
+	}
+	if _, ok := NewSigner(bytes.Repeat([]byte{1}, 32)).Verify(req, now); ok {
+		t.Fatal("a signature from another key passed")
+	}
+	tampered := httptest.NewRequest("POST", "/v1/sessions/ses_2/message?x=1", nil)
+	tampered.Header = req.Header.Clone()
+	if _, ok := s.Verify(tampered, now); ok {
+		t.Fatal("a signature passed for another path")
+	}
+	other := req.Clone(t.Context())
+	other.Header.Set(HeaderPrincipal, "eyJ0IjoiZ2xvYmV4IiwidSI6InVzcl8xIn0") // {"t":"globex","u":"usr_1"}
+	if _, ok := s.Verify(other, now); ok {
+		t.Fatal("a signature passed for another principal")
+	}
+	method := req.Clone(t.Context())
+	method.Method = "DELETE"
+	if _, ok := s.Verify(method, now); ok {
+		t.Fatal("a signature passed for another method")
+	}
+	if _, ok := s.Verify(httptest.NewRequest("GET", "/", nil), now); ok {
+		t.Fatal("an unsigned request passed")
+	}
+}
