@@ -204,7 +204,9 @@ func TestVariables(t *testing.T) {
 		{name: "AGENTAPI_AGENT_UID_BASE bad", env: map[string]string{"AGENTAPI_AGENT_UID_BASE": "-1"}, err: "AGENTAPI_AGENT_UID_BASE"},
 		{name: "AGENTAPI_INSTANCE_ID", env: map[string]string{"AGENTAPI_INSTANCE_ID": "api-1"}, field: func(c *Config) any { return c.Tenancy.InstanceID }, want: "api-1"},
 		{name: "AGENTAPI_ADVERTISE_URL", env: map[string]string{"AGENTAPI_ADVERTISE_URL": "http://10.0.0.5:3284/"}, field: func(c *Config) any { return c.Tenancy.AdvertiseURL }, want: "http://10.0.0.5:3284"},
-		{name: "AGENTAPI_ADVERTISE_URL default", env: map[string]string{"PORT": "4000"}, field: func(c *Config) any { return strings.HasSuffix(c.Tenancy.AdvertiseURL, ":4000") && strings.HasPrefix(c.Tenancy.AdvertiseURL, "http://") }, want: true},
+		{name: "AGENTAPI_ADVERTISE_URL default", env: map[string]string{"PORT": "4000"}, field: func(c *Config) any {
+			return strings.HasSuffix(c.Tenancy.AdvertiseURL, ":4000") && strings.HasPrefix(c.Tenancy.AdvertiseURL, "http://")
+		}, want: true},
 		{name: "AGENTAPI_ADVERTISE_URL with a path", env: map[string]string{"AGENTAPI_ADVERTISE_URL": "http://h:1/api"}, err: "AGENTAPI_ADVERTISE_URL"},
 		{name: "AGENTAPI_ADVERTISE_URL not http", env: map[string]string{"AGENTAPI_ADVERTISE_URL": "10.0.0.5:3284"}, err: "AGENTAPI_ADVERTISE_URL"},
 		{name: "AGENTAPI_INSTANCE_TTL", env: map[string]string{"AGENTAPI_INSTANCE_TTL": "3s"}, field: func(c *Config) any { return c.Tenancy.InstanceTTL }, want: 3 * time.Second},
