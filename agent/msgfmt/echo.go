@@ -12,6 +12,13 @@ const (
 	// input must be visible for the echo to be recognised when its start
 	// scrolled off the top of the screen.
 	minScrolledEcho = 24
+	// maxScrolledEchoLines bounds the lines compared while looking for an
+	// echo whose start scrolled off: every place the first visible line
+	// occurs in the input is tried, so a long repetitive input (a pasted
+	// log) under a tall screen made the search take minutes, and
+	// FormatMessage runs on every screen sample. Past the bound the echo
+	// is left in the reply.
+	maxScrolledEchoLines = 20000
 )
 
 // removeEcho removes the agent's re-display of userInput from the top of
@@ -42,20 +49,39 @@ func removeEcho(lines []string, userInput string, p *profile) ([]string, string)
 		p.pasted.MatchString(lines[start]) {
 		return afterEcho(lines, start+1), ""
 	}
-	if end, ok := matchEcho(lines, start, want, p, true); ok {
+	if end, ok := matchEcho(lines, start, want, p, true, nil); ok {
 		return afterEcho(lines, end), echoPrompt(lines[start], p)
 	}
 	// The top of a long echo may have scrolled off: the changed region then
 	// starts in the middle of the input.
 	if start == 0 {
+		// The echo ends where the input does, so it cannot start earlier
+		// than the most the lines can match before that end.
+		room := 0
+		for _, l := range lines {
+			most := 0
+			for _, c := range echoCandidates(l, p, false) {
+				most = max(most, len(squash(c)))
+			}
+			room += most
+		}
+		budget := maxScrolledEchoLines
 		for _, c := range echoCandidates(lines[0], p, false) {
 			sq := squash(c)
 			if sq == "" {
 				continue
 			}
-			for off := strings.Index(want, sq); off > 0; {
+			off := strings.Index(want, sq)
+			if from := len(want) - room; off > 0 && off < from {
+				i := strings.Index(want[from:], sq)
+				if i < 0 {
+					continue
+				}
+				off = from + i
+			}
+			for off > 0 && budget > 0 {
 				if len(want)-off >= minScrolledEcho {
-					if end, ok := matchEcho(lines, 0, want[off:], p, false); ok {
+					if end, ok := matchEcho(lines, 0, want[off:], p, false, &budget); ok {
 						return afterEcho(lines, end), ""
 					}
 				}
@@ -82,11 +108,18 @@ func echoPrompt(line string, p *profile) string {
 
 // matchEcho matches want against lines from start on and returns the index
 // after the last echoed line. Blank lines are allowed inside the echo (a
-// multi-line input with empty lines).
-func matchEcho(lines []string, start int, want string, p *profile, first bool) (int, bool) {
+// multi-line input with empty lines). budget, when not nil, is decremented
+// for every line looked at; at zero the match fails.
+func matchEcho(lines []string, start int, want string, p *profile, first bool, budget *int) (int, bool) {
 	pos := 0
 	j := start
 	for j < len(lines) && pos < len(want) {
+		if budget != nil {
+			if *budget <= 0 {
+				return 0, false
+			}
+			*budget--
+		}
 		l := lines[j]
 		if isBlank(l) || onlyRunes(l, "│┃▌") {
 			if pos == 0 {

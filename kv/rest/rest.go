@@ -337,6 +337,10 @@ func DecodeResult(raw json.RawMessage) (kv.Value, error) {
 	if err := dec.Decode(&x); err != nil {
 		return kv.Value{}, kv.Unavailable("kv.rest.decode", err)
 	}
+	// One value, nothing after it: "1 2" is not a reply.
+	if _, err := dec.Token(); err != io.EOF {
+		return kv.Value{}, kv.Unavailable("kv.rest.decode", errors.New("data after the result value"))
+	}
 	return fromJSON(x)
 }
 
