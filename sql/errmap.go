@@ -26,8 +26,18 @@ func (d *DB) fail(op string, err error) error {
 		// chain (logs, errors.Is/As) but out of the text a client is shown.
 		err = &unavailable{cause: err}
 	}
+	if k == agentapi.KindConflict && agentapi.KindOf(err) == agentapi.KindOther {
+		// Likewise for constraint names and driver codes.
+		err = &conflict{cause: err}
+	}
 	return agentapi.E(op, k, err)
 }
+
+// conflict is a duplicate whose text is fit for clients.
+type conflict struct{ cause error }
+
+func (c *conflict) Error() string { return "a record with this id (or key) already exists" }
+func (c *conflict) Unwrap() error { return c.cause }
 
 // unavailable is a database outage whose text is fit for clients; the
 // driver's error stays reachable through Unwrap.

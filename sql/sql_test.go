@@ -556,3 +556,28 @@ func TestMarkInstanceLost(t *testing.T) {
 		}
 	})
 }
+
+func TestConflictTextHidesTheDriver(t *testing.T) {
+	t.Parallel()
+	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
+		var d *DB
+		if driver == DriverSQLite {
+			d = openSQLiteTemp(t)
+		} else {
+			d = open(t, newURL(t), "")
+		}
+		ctx := testCtx(t)
+		tn := agentapi.Tenant{ID: "dup", Name: "Dup", CreatedAt: time.Now(), UpdatedAt: time.Now()}
+		if err := d.CreateTenant(ctx, tn); err != nil {
+			t.Fatal(err)
+		}
+		err := d.CreateTenant(ctx, tn)
+		if agentapi.KindOf(err) != agentapi.KindConflict {
+			t.Fatalf("duplicate: %v", err)
+		}
+		var e *agentapi.Error
+		if !errors.As(err, &e) || strings.Contains(e.Err.Error(), "UNIQUE") || strings.Contains(e.Err.Error(), "constraint") || strings.Contains(e.Err.Error(), "23505") {
+			t.Fatalf("the client-facing text names the driver's constraint: %q", e.Err)
+		}
+	})
+}
