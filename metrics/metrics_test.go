@@ -417,7 +417,6 @@ func TestBreakerSeries(t *testing.T) {
 	f.want(t, 1, state, "breaker", "agent-deliver:ten-b:claude", "state", "closed")
 }
 
-
 type agentSessions struct {
 	mu       sync.Mutex
 	byTenant map[string]map[string]int
