@@ -427,6 +427,7 @@ func startServer(t *testing.T, serveCmd string) server {
 	ready := make(chan found, 1)
 	go func() {
 		var fd found
+		out := ready // nil once sent; the select below keeps reading ready
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -441,9 +442,9 @@ func startServer(t *testing.T, serveCmd string) server {
 					fd.port = p
 				}
 			}
-			if fd.port != "" && fd.key != "" && ready != nil {
-				ready <- fd
-				ready = nil
+			if fd.port != "" && fd.key != "" && out != nil {
+				out <- fd
+				out = nil
 			}
 		}
 		io.Copy(io.Discard, pr)
