@@ -101,6 +101,7 @@ type Tenancy struct {
 	IdleTimeout       time.Duration // AGENTAPI_SESSION_IDLE_TIMEOUT: stops unused agents
 	LoginMaxLifetime  time.Duration // AGENTAPI_SESSION_MAX_LIFETIME: absolute cap of a login session
 	SecureCookies     bool          // AGENTAPI_SECURE_COOKIES
+	MetricsTenants    bool          // METRICS_TENANT_LABELS: tenant ids as metric label values
 	InstanceID        string        // AGENTAPI_INSTANCE_ID
 	AdvertiseURL      string        // AGENTAPI_ADVERTISE_URL: how other instances reach this one
 	InstanceTTL       time.Duration // AGENTAPI_INSTANCE_TTL: an instance silent this long is dead
@@ -410,6 +411,7 @@ func Load(args []string, env Env) (*Config, error) {
 		r.problem(fmt.Sprintf("AGENTAPI_SESSION_MAX_LIFETIME (%s) is shorter than SESSION_TTL (%s): the absolute lifetime caps the idle timeout", tn.LoginMaxLifetime, c.Session.TTL))
 	}
 	tn.SecureCookies = r.boolean("AGENTAPI_SECURE_COOKIES", false)
+	tn.MetricsTenants = r.boolean("METRICS_TENANT_LABELS", false)
 	tn.AgentUIDBase = r.nonNegative("AGENTAPI_AGENT_UID_BASE", 0)
 	if tn.AgentUIDBase > 1<<31-1-65536 { // not base+65536 > ...: that overflows for huge bases
 		r.bad("AGENTAPI_AGENT_UID_BASE", strconv.Itoa(tn.AgentUIDBase), "too large: the 65536 uids from it must be valid")

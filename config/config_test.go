@@ -209,6 +209,8 @@ func TestVariables(t *testing.T) {
 		}, want: true},
 		{name: "AGENTAPI_ADVERTISE_URL with a path", env: map[string]string{"AGENTAPI_ADVERTISE_URL": "http://h:1/api"}, err: "AGENTAPI_ADVERTISE_URL"},
 		{name: "AGENTAPI_ADVERTISE_URL not http", env: map[string]string{"AGENTAPI_ADVERTISE_URL": "10.0.0.5:3284"}, err: "AGENTAPI_ADVERTISE_URL"},
+		{name: "METRICS_TENANT_LABELS", env: map[string]string{"METRICS_TENANT_LABELS": "true"}, field: func(c *Config) any { return c.Tenancy.MetricsTenants }, want: true},
+		{name: "METRICS_TENANT_LABELS bad", env: map[string]string{"METRICS_TENANT_LABELS": "per-tenant"}, err: "METRICS_TENANT_LABELS"},
 		{name: "AGENTAPI_INSTANCE_TTL", env: map[string]string{"AGENTAPI_INSTANCE_TTL": "3s"}, field: func(c *Config) any { return c.Tenancy.InstanceTTL }, want: 3 * time.Second},
 		{name: "AGENTAPI_INSTANCE_TTL too short", env: map[string]string{"AGENTAPI_INSTANCE_TTL": "100ms"}, err: "AGENTAPI_INSTANCE_TTL"},
 		{name: "TOKEN_ENCRYPTION_KEY garbage", env: map[string]string{"TOKEN_ENCRYPTION_KEY": "not a key!"}, err: "TOKEN_ENCRYPTION_KEY: is neither 64 hex characters"},

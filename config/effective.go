@@ -138,6 +138,7 @@ func (c *Config) Effective() [][2]string {
 		{"AGENTAPI_SESSION_MAX_LIFETIME", secs(c.Tenancy.LoginMaxLifetime)},
 		{"AGENTAPI_SECURE_COOKIES", fmt.Sprint(c.Tenancy.SecureCookies)},
 		{"AGENTAPI_INSTANCE_ID", c.Tenancy.InstanceID},
+		{"METRICS_TENANT_LABELS", fmt.Sprint(c.Tenancy.MetricsTenants)},
 		{"AGENTAPI_ADVERTISE_URL", c.Tenancy.AdvertiseURL},
 		{"AGENTAPI_INSTANCE_TTL", c.Tenancy.InstanceTTL.String()},
 		{"AGENTAPI_AGENT_UID_BASE", fmt.Sprint(c.Tenancy.AgentUIDBase)},

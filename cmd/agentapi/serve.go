@@ -281,7 +281,7 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 			return out
 		}
 	}
-	met := metrics.New(src, metrics.Options{Version: versionString(), BreakerLabel: runner.BreakerGroup, Logger: log})
+	met := metrics.New(src, metrics.Options{Version: versionString(), BreakerLabel: runner.BreakerGroup, Logger: log, TenantLabels: cfg.Tenancy.MetricsTenants})
 
 	// Middleware order: measure (so refusals are counted too), limit by IP
 	// (before any work), authenticate, limit by user and tenant.
