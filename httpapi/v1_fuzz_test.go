@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,18 +15,11 @@ import (
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
-	"github.com/danielgtaylor/huma/v2/adapters/humachi"
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
-	"github.com/agentapi-mt/agentapi/breaker"
-	"github.com/agentapi-mt/agentapi/cache"
-	"github.com/agentapi-mt/agentapi/memory"
 	"github.com/agentapi-mt/agentapi/pgtest"
 	"github.com/agentapi-mt/agentapi/runner"
-	"github.com/agentapi-mt/agentapi/sql"
-	"github.com/agentapi-mt/agentapi/tenantcfg"
-	"github.com/agentapi-mt/agentapi/usage"
 )
 
 // fuzzPlane is the control plane of newPlane, built for a fuzz target
@@ -48,38 +40,9 @@ func newFuzzPlane(tb testing.TB, databaseURL string) *fuzzPlane {
 	tb.Helper()
 	ctx := context.Background()
 	dir := tb.TempDir()
-	db, err := sql.Open(ctx, databaseURL, filepath.Join(dir, "agentapi.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	kr, err := auth.NewKeyring(bytes.Repeat([]byte{7}, 32))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ms := memory.NewSessionStore(time.Now, time.Minute)
-	tb.Cleanup(func() { ms.Close() })
-	logins := auth.NewSessions(ms, kr, time.Hour, 24*time.Hour, time.Now)
 	catalog := runner.Catalog{"broken": runner.Agent{Type: "custom", Command: []string{filepath.Join(dir, "no-such-agent")}}}
-	breakers := breaker.NewRegistry(breaker.Settings{FailureThreshold: 3, SuccessThreshold: 1, Timeout: time.Hour}, breaker.Options{
-		IsFailure: func(err error) bool { return agentapi.KindOf(err) == agentapi.KindUnavailable },
-	})
-	cfg := tenantcfg.New(tenantcfg.Options{Store: db})
-	tb.Cleanup(cfg.Close)
-	responses := cache.NewLoader("responses", cache.NewMemory(cache.MemoryOptions{}), cache.LoaderOptions{})
-	tb.Cleanup(func() { responses.Close() })
-	changed := SessionInvalidator(responses, slog.New(slog.DiscardHandler))
-	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "fuzz", Self: filepath.Join(dir, "no-such-binary"), MaxPerUser: 3, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config, Changed: changed})
-	tb.Cleanup(mgr.Close)
-	meter, err := usage.New(usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: db, PushInterval: -1, FlushInterval: -1})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { meter.Close(context.Background()) })
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter, Responses: responses}
-	router := NewRouter(NewHealth("fuzz"), v1.Authenticate(), v1.Meter, v1.CacheReads)
-	api := humachi.New(router, huma.DefaultConfig("fuzz", "fuzz"))
-	v1.Mount(router, api)
+	a := assemble(tb, databaseURL, catalog, filepath.Join(dir, "no-such-binary"))
+	db, router, api := a.db, a.router, a.api
 
 	now := time.Now().UTC()
 	seed := func(tenant, name string, role agentapi.UserRole) (userID, secret string) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humachi"
+	"github.com/go-chi/chi/v5"
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/auth"
@@ -43,53 +44,71 @@ type plane struct {
 	users  map[string]agentapi.User
 }
 
-func newPlane(t *testing.T) *plane {
-	t.Helper()
-	dir := t.TempDir()
-	db, err := sql.Open(context.Background(), "", filepath.Join(dir, "agentapi.db"))
+// assembled is a control plane wired as serve wires it, in-process:
+// SQLite (or the PostgreSQL at databaseURL), memory login sessions, memory
+// usage and response caches, and a runner with catalog.
+type assembled struct {
+	router chi.Router
+	api    huma.API
+	v1     *V1
+	db     *sql.DB
+	logins *auth.Sessions
+	mgr    *runner.Manager
+}
+
+func assemble(tb testing.TB, databaseURL string, catalog runner.Catalog, self string) *assembled {
+	tb.Helper()
+	dir := tb.TempDir()
+	db, err := sql.Open(context.Background(), databaseURL, filepath.Join(dir, "agentapi.db"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	tb.Cleanup(func() { db.Close() })
 	kr, err := auth.NewKeyring(bytes.Repeat([]byte{7}, 32))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ms := memory.NewSessionStore(time.Now, time.Minute)
-	t.Cleanup(func() { ms.Close() })
+	tb.Cleanup(func() { ms.Close() })
 	logins := auth.NewSessions(ms, kr, time.Hour, 24*time.Hour, time.Now)
+	breakers := breaker.NewRegistry(breaker.Settings{FailureThreshold: 3, SuccessThreshold: 1, Timeout: time.Hour}, breaker.Options{
+		IsFailure: func(err error) bool { return agentapi.KindOf(err) == agentapi.KindUnavailable },
+	})
+	cfg := tenantcfg.New(tenantcfg.Options{Store: db})
+	tb.Cleanup(cfg.Close)
+	responses := cache.NewLoader("responses", cache.NewMemory(cache.MemoryOptions{}), cache.LoaderOptions{})
+	tb.Cleanup(func() { responses.Close() })
+	changed := SessionInvalidator(responses, slog.New(slog.DiscardHandler))
+	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config, Changed: changed})
+	tb.Cleanup(mgr.Close)
+	meter, err := usage.New(usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: db, PushInterval: -1, FlushInterval: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { meter.Close(context.Background()) })
+	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter, Responses: responses, Signer: cluster.NewSigner(bytes.Repeat([]byte{7}, 32))}
+	router := NewRouter(NewHealth("test"), v1.Authenticate(), v1.Meter, v1.CacheReads)
+	api := humachi.New(router, huma.DefaultConfig("test", "test"))
+	v1.Mount(router, api)
+	return &assembled{router: router, api: api, v1: v1, db: db, logins: logins, mgr: mgr}
+}
+
+func newPlane(t *testing.T) *plane {
+	t.Helper()
 	self, _ := os.Executable()
 	catalog := runner.DefaultCatalog()
 	// "env" is a custom agent that prints its environment: the secrets test
 	// reads what an agent receives.
 	catalog["env"] = runner.Agent{Type: "custom", Command: []string{"/bin/sh", "-c", "env | sort; sleep 30"}}
 	// "broken" cannot start: its breaker opens.
-	catalog["broken"] = runner.Agent{Type: "custom", Command: []string{filepath.Join(dir, "no-such-agent")}}
-	breakers := breaker.NewRegistry(breaker.Settings{FailureThreshold: 3, SuccessThreshold: 1, Timeout: time.Hour}, breaker.Options{
-		IsFailure: func(err error) bool { return agentapi.KindOf(err) == agentapi.KindUnavailable },
-	})
-	cfg := tenantcfg.New(tenantcfg.Options{Store: db})
-	t.Cleanup(cfg.Close)
-	responses := cache.NewLoader("responses", cache.NewMemory(cache.MemoryOptions{}), cache.LoaderOptions{})
-	t.Cleanup(func() { responses.Close() })
-	changed := SessionInvalidator(responses, slog.New(slog.DiscardHandler))
-	mgr := runner.New(runner.Options{Store: db, Catalog: catalog, WorkRoot: filepath.Join(dir, "work"), Instance: "test", Self: self, MaxPerUser: 3, SettleWindow: 300 * time.Millisecond, Env: runner.SecretEnv(db, kr), Breakers: breakers, Tenant: cfg.Config, Changed: changed})
-	t.Cleanup(mgr.Close)
-	meter, err := usage.New(usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: db, PushInterval: -1, FlushInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meter.Close(context.Background()) })
-	v1 := &V1{Tenants: db, Users: db, Keys: db, Sessions: db, Audit: db, Secrets: db, Keyring: kr, Logins: logins, Runner: mgr, Catalog: catalog, Breakers: breakers, Config: cfg, Usage: meter, Responses: responses, Signer: cluster.NewSigner(bytes.Repeat([]byte{7}, 32))}
-	router := NewRouter(NewHealth("test"), v1.Authenticate(), v1.Meter, v1.CacheReads)
-	api := humachi.New(router, huma.DefaultConfig("test", "test"))
-	v1.Mount(router, api)
-	p := &plane{t: t, v1: v1, srv: httptest.NewServer(router), db: db, logins: logins, mgr: mgr, keys: map[string]string{}, users: map[string]agentapi.User{}}
+	catalog["broken"] = runner.Agent{Type: "custom", Command: []string{filepath.Join(t.TempDir(), "no-such-agent")}}
+	a := assemble(t, "", catalog, self)
+	p := &plane{t: t, v1: a.v1, srv: httptest.NewServer(a.router), db: a.db, logins: a.logins, mgr: a.mgr, keys: map[string]string{}, users: map[string]agentapi.User{}}
 	t.Cleanup(p.srv.Close)
 
 	// The platform admin, seeded directly as bootstrap would.
 	now := time.Now().UTC()
-	must(t, db.CreateTenant(context.Background(), agentapi.Tenant{ID: agentapi.PlatformTenantID, Name: "Platform", CreatedAt: now, UpdatedAt: now}))
+	must(t, a.db.CreateTenant(context.Background(), agentapi.Tenant{ID: agentapi.PlatformTenantID, Name: "Platform", CreatedAt: now, UpdatedAt: now}))
 	p.seedUser("root", agentapi.PlatformTenantID, agentapi.RolePlatformAdmin)
 	return p
 }
