@@ -69,6 +69,20 @@ func TestConformanceNative(t *testing.T) {
 	})
 }
 
+// TestConformanceCluster: the suite against a three-master Redis Cluster.
+// A breaker is one hash, changed by one-key scripts, so it runs on
+// whichever node serves its key.
+func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
+	c := dialNative(t, redistest.ClusterURL(t))
+	if !c.Cluster() {
+		t.Fatal("client of a cluster: Cluster() = false")
+	}
+	storetest.RunBreaker(t, func(t *testing.T, s breaker.Settings, clock func() time.Time) *breaker.Registry {
+		return breaker.NewRegistry(s, breaker.Options{KV: c, Prefix: prefix(), Clock: clock})
+	})
+}
+
 func TestConformanceREST(t *testing.T) {
 	base, _ := restserver.StartTest(t, redistest.URL(t), token)
 	c := newREST(t, base)

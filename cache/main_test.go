@@ -126,3 +126,33 @@ func TestRedisConformance(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisClusterConformance: the suite against a three-master Redis
+// Cluster, without and with the client-side cache. A tenant's keys share
+// its hash tag, so each script runs on the one node serving them.
+func TestRedisClusterConformance(t *testing.T) {
+	t.Parallel()
+	url := redistest.ClusterURL(t)
+	var prefixes perTest[string]
+	for _, tr := range []struct {
+		name  string
+		opts  cache.RedisOptions
+		suite storetest.CacheSuiteOptions
+	}{
+		{"native", cache.RedisOptions{}, storetest.CacheSuiteOptions{}},
+		{"native-localcache", cache.RedisOptions{LocalTTL: time.Minute}, storetest.CacheSuiteOptions{Propagation: time.Second}},
+	} {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			storetest.RunCache(t, func(t *testing.T) (cache.Backend, storetest.Advance) {
+				c := dialNative(t, url)
+				if !c.Cluster() {
+					t.Fatal("client of a cluster: Cluster() = false")
+				}
+				o := tr.opts
+				o.Prefix = prefixes.get(t, randomPrefix)
+				return cache.NewRedis(c, o), storetest.RealTimeAdvance
+			}, tr.suite)
+		})
+	}
+}

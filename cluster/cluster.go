@@ -3,10 +3,13 @@
 // requests one instance forwards to another.
 //
 // Registry. Every instance renews its entry every TTL/5: a member of the
-// sorted set <prefix>cluster:instances scored with the time its entry
+// sorted set <prefix>{cluster}:instances scored with the time its entry
 // expires (Unix ms, from the instance's clock), and its description
 // (advertised URL, running sessions, draining) in the hash
-// <prefix>cluster:info. An instance whose score is in the past is dead:
+// <prefix>{cluster}:info. The two keys share the hash tag {cluster}: on a
+// Redis Cluster they are in one slot, so a renewal's pipeline (write both,
+// read both) goes to one node and runs in order, as on one server. An
+// instance whose score is in the past is dead:
 // the first instance to remove it from the set (ZREM answering 1) marks
 // the sessions it ran as lost, once. Sessions recorded as running on an
 // instance that is not registered at all (it died while Redis was being
@@ -99,8 +102,8 @@ func New(ctx context.Context, o Options) *Registry {
 	return r
 }
 
-func (r *Registry) setKey() string  { return r.o.Prefix + "cluster:instances" }
-func (r *Registry) infoKey() string { return r.o.Prefix + "cluster:info" }
+func (r *Registry) setKey() string  { return r.o.Prefix + "{cluster}:instances" }
+func (r *Registry) infoKey() string { return r.o.Prefix + "{cluster}:info" }
 
 // Self is this instance's id.
 func (r *Registry) Self() string { return r.o.ID }

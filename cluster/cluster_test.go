@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/agentapi-mt/agentapi/kv"
 	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
 	"github.com/agentapi-mt/agentapi/redistest"
@@ -26,11 +27,11 @@ type node struct {
 	load atomic.Int64
 }
 
-func newNode(t *testing.T, url, id string, clock *storetest.ManualClock, lost *sync.Map) *node {
+func newNode(t *testing.T, url, prefix, id string, clock *storetest.ManualClock, lost *sync.Map) *node {
 	t.Helper()
 	n := &node{}
 	n.Registry = New(t.Context(), Options{
-		KV: kvtest.Native(t, native.Options{URL: url}), Prefix: "test:", ID: id, URL: "http://" + id,
+		KV: kvtest.Native(t, native.Options{URL: url}), Prefix: prefix, ID: id, URL: "http://" + id,
 		TTL: time.Hour, // the loop renews every 12 minutes: tests renew by hand
 		Now: clock.Now, Load: func() int { return int(n.load.Load()) },
 		MarkLost: func(ctx context.Context, instance string) (int, error) {
@@ -44,10 +45,30 @@ func newNode(t *testing.T, url, id string, clock *storetest.ManualClock, lost *s
 }
 
 func TestRegistryLivePlaceAndDeath(t *testing.T) {
-	url := redistest.Start(t, redistest.Options{}).URL()
+	testLivePlaceAndDeath(t, redistest.Start(t, redistest.Options{}).URL(), "test:")
+}
+
+// TestCluster: the registry's tests with their instances on a three-master
+// Redis Cluster. Its two keys share the hash tag {cluster}, so that each
+// renewal's pipeline goes to one node, in order, as on one server.
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	url := redistest.ClusterURL(t)
+	if !kvtest.Native(t, native.Options{URL: url}).Cluster() {
+		t.Fatal("client of a cluster: Cluster() = false")
+	}
+	r := &Registry{o: Options{Prefix: "agentapi:"}}
+	if kv.Slot(r.setKey()) != kv.Slot(r.infoKey()) {
+		t.Fatalf("%s and %s are in different slots", r.setKey(), r.infoKey())
+	}
+	t.Run("LivePlaceAndDeath", func(t *testing.T) { testLivePlaceAndDeath(t, url, "c1:") })
+	t.Run("CloseRemovesTheEntry", func(t *testing.T) { testCloseRemovesTheEntry(t, url, "c2:") })
+}
+
+func testLivePlaceAndDeath(t *testing.T, url, prefix string) {
 	clock := storetest.NewManualClock(time.Now())
 	var lost sync.Map
-	a, b, c := newNode(t, url, "a", clock, &lost), newNode(t, url, "b", clock, &lost), newNode(t, url, "c", clock, &lost)
+	a, b, c := newNode(t, url, prefix, "a", clock, &lost), newNode(t, url, prefix, "b", clock, &lost), newNode(t, url, prefix, "c", clock, &lost)
 	ctx := t.Context()
 	renewAll := func(ns ...*node) {
 		for _, n := range ns {
@@ -97,10 +118,13 @@ func TestRegistryLivePlaceAndDeath(t *testing.T) {
 }
 
 func TestCloseRemovesTheEntry(t *testing.T) {
-	url := redistest.Start(t, redistest.Options{}).URL()
+	testCloseRemovesTheEntry(t, redistest.Start(t, redistest.Options{}).URL(), "test:")
+}
+
+func testCloseRemovesTheEntry(t *testing.T, url, prefix string) {
 	clock := storetest.NewManualClock(time.Now())
 	var lost sync.Map
-	a, b := newNode(t, url, "a", clock, &lost), newNode(t, url, "b", clock, &lost)
+	a, b := newNode(t, url, prefix, "a", clock, &lost), newNode(t, url, prefix, "b", clock, &lost)
 	b.Close(t.Context())
 	if err := a.Renew(t.Context()); err != nil {
 		t.Fatal(err)

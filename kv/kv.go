@@ -34,24 +34,57 @@ import (
 // credentials match ErrUnauthorized. A missing key is not an error: the
 // reply is a nil Value. Cancelling ctx abandons the call and returns
 // ctx.Err() (wrapped); whether the command ran is then unknown.
+//
+// # Redis Cluster
+//
+// A transport over a Redis Cluster (kv/native, which finds out when it
+// dials) sends each command to the node that serves its keys' hash slot
+// (see Slot), so what one call may touch is narrower than on one server:
+//
+//   - One command's keys must share a slot (DEL a b, MGET, ...).
+//   - MultiExec: the keys of all its commands must share one slot; the
+//     transaction runs on that node.
+//   - Eval: every key in keys must share one slot. A script without keys
+//     runs on one node, whichever.
+//   - Pipeline may span slots: the transport splits it by node and returns
+//     the results in the order of cmds. Commands on one slot run in the
+//     order given; commands on different slots run on different nodes, in
+//     no defined order relative to each other. A caller that needs one
+//     write to land before another in a different slot waits for the
+//     first one's reply.
+//   - A command without keys runs on one node, whichever; except that
+//     SCRIPT LOAD, SCRIPT FLUSH and SCRIPT EXISTS (through Do) go to every
+//     node, so that EVALSHA finds a loaded script wherever its keys are.
+//
+// A call that breaks the one-slot rules fails before anything is sent
+// with an error matching ErrCrossSlot (kind KindInvalid), or, for a
+// command whose keys the transport cannot locate, with Redis's CROSSSLOT
+// *ServerError; IsCrossSlot matches both. Keys that share a hash tag,
+// {...}, share a slot: the feature stores put a tenant's keys under
+// {t:<tenant>} and follow these rules on every transport, so that the same
+// code runs on one server, on Upstash and on a cluster. On a single server
+// the rules restrict nothing.
 type Client interface {
 	// Do runs one command, e.g. Do(ctx, "SET", "k", "v", "PX", "1000").
 	Do(ctx context.Context, args ...string) (Value, error)
 
 	// Pipeline sends cmds in one round trip and returns one Result per
 	// command, in order. It is not atomic: other clients' commands may run in
-	// between. The error is non-nil only when the round trip itself failed,
-	// in which case none, some or all of the commands may have run.
+	// between. On one server the commands run in the order given; on a
+	// cluster only those of one slot do (see Client). The error is non-nil
+	// only when the round trip itself failed, in which case none, some or
+	// all of the commands may have run.
 	Pipeline(ctx context.Context, cmds ...[]string) ([]Result, error)
 
 	// MultiExec runs cmds atomically (MULTI ... EXEC) and returns one Result
 	// per command. A command that Redis rejects when queueing aborts the
-	// whole transaction: nothing runs and the error is a *ServerError.
+	// whole transaction: nothing runs and the error is a *ServerError. On a
+	// cluster every key of every command must be in one slot.
 	MultiExec(ctx context.Context, cmds ...[]string) ([]Result, error)
 
 	// Eval runs s with EVALSHA and, when the server does not know the script
 	// yet (NOSCRIPT), with EVAL, which also loads it. Every key the script
-	// touches must be in keys.
+	// touches must be in keys, and on a cluster in one slot.
 	Eval(ctx context.Context, s *Script, keys []string, args ...string) (Value, error)
 
 	// Close releases connections. Calls after Close fail.

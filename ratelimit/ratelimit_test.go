@@ -77,6 +77,26 @@ func TestRedisConformance(t *testing.T) {
 	}
 }
 
+// TestRedisClusterConformance: the suite against a three-master Redis
+// Cluster. Each decision is a one-key script, so it runs on whichever
+// node serves the key.
+func TestRedisClusterConformance(t *testing.T) {
+	t.Parallel()
+	url := redistest.ClusterURL(t)
+	for _, cache := range []bool{true, false} {
+		t.Run(fmt.Sprintf("denycache=%v", cache), func(t *testing.T) {
+			storetest.RunRateLimiter(t, func(t *testing.T) (agentapi.RateLimiter, storetest.Clock) {
+				c := dialNative(t, url)
+				if !c.Cluster() {
+					t.Fatal("client of a cluster: Cluster() = false")
+				}
+				clk := storetest.NewManualClock(time.Time{})
+				return ratelimit.NewRedis(c, ratelimit.RedisOptions{Now: clk.Now, DisableDenyCache: !cache}), clk
+			})
+		})
+	}
+}
+
 // TestRedisMatchesMemory drives Memory and Redis (without deny cache, so
 // that every decision is the script's) with the same random sequence of
 // requests, limits and time steps, and wants identical decisions: the Lua

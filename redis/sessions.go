@@ -83,13 +83,13 @@ type SessionOptions struct {
 // was about 20ms). A cached copy also never outlives LocalTTL nor the key's
 // TTL, and rueidis empties the cache when its connection drops, so a cut
 // connection cannot leave a revoked session valid. Sliding: a Get restarts
-// the session's TTL (and, when needed, extends the owner index) with one
-// small script, but at most once per RefreshEvery (capped at ttl/4) per
+// the session's TTL (after extending the owner index when needed, with a
+// small script), but at most once per RefreshEvery (capped at ttl/4) per
 // session per instance; in between the session is served without touching
 // Redis. The idle timeout a user sees is thus between ttl-RefreshEvery and
 // ttl. The refresh changes the key's TTL, which invalidates the cached
 // copy on every instance: each session costs each instance that serves it
-// about two round trips per RefreshEvery. The refresh also re-checks that
+// about three round trips per RefreshEvery. The refresh also re-checks that
 // the session exists: if it is gone, Get fails even if the read came from
 // a cache that had not yet heard of the deletion.
 //
@@ -105,17 +105,29 @@ type SessionOptions struct {
 // forgotten early.
 //
 // Scripted (REST, or LocalTTL < 0): one round trip, a script doing GET and
-// PEXPIRE, so sliding is exact. The owner index is extended by a second
-// call at most once per RefreshEvery per session per instance. There is no
+// PEXPIRE, so sliding is exact. The owner index is extended (and the
+// session's TTL restarted after it) by two more calls at most once per
+// RefreshEvery per session per instance. There is no
 // cache and revocation is visible to the next Get.
 //
-// DeleteOwner reads the index (SMEMBERS) and then, in one MULTI/EXEC, DELs
-// every listed session and removes exactly those ids from the index, so a
-// login racing with it stays indexed. Nothing here uses KEYS or SCAN.
+// DeleteOwner reads the index (SMEMBERS), DELs every listed session and
+// only then removes exactly those ids from the index, so a login racing
+// with it stays indexed. Nothing here uses KEYS or SCAN.
 //
-// Redis Cluster: the session key and its owner index are in different
-// slots, so Put's script and DeleteOwner's transaction are cross-slot. The
-// kv transports target a single node (plain Redis or Upstash).
+// Redis Cluster: a session's key and its owner's index are in different
+// slots (a session is looked up by id alone, so its key cannot carry its
+// owner's hash tag), so no script or transaction touches both; every call
+// here names one key, or (DeleteOwner's DELs) is a pipeline of one-key
+// commands. The order of the calls keeps the invariant that matters, a
+// live session is listed in an index that lives at least as long: Put
+// writes the session and then indexes it (if it fails in between, the
+// session is not indexed, but the caller never got its token, so nobody
+// can use it); a refresh extends the index before the session (if the
+// session then turns out to be gone, an index living a little longer is
+// harmless); DeleteOwner deletes the sessions before it removes their ids
+// (if it fails in between, the ids of deleted sessions stay listed, which
+// is harmless, and a retry deletes whatever is still listed). The same
+// code runs on one server, on Upstash and on a cluster.
 type SessionStore struct {
 	c            kv.Client
 	prefix       string
@@ -172,15 +184,14 @@ func (s *SessionStore) ownerKey(owner string) string {
 	return s.prefix + "owner:{" + owner + "}"
 }
 
-// putScript stores the session and indexes it under its owner, raising
-// the index's TTL to at least ARGV[4] ms (never lowering it: other
-// sessions in the index may live longer).
-var putScript = kv.NewScript(`
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-local want = tonumber(ARGV[4])
-if redis.call('PTTL', KEYS[2]) < want then
-  redis.call('PEXPIRE', KEYS[2], want)
+// indexScript lists a session in its owner's index, raising the index's
+// TTL to at least ARGV[2] ms (never lowering it: other sessions in the
+// index may live longer). KEYS[1]: the index. ARGV[1]: the session id.
+var indexScript = kv.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+local want = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < want then
+  redis.call('PEXPIRE', KEYS[1], want)
 end
 return 1`)
 
@@ -192,17 +203,13 @@ if v then
 end
 return v`)
 
-// touchScript restarts a session's TTL (ARGV[1] ms) if it still exists and
-// then makes sure its owner index lives at least ARGV[2] ms. It returns 0
-// when the session is gone.
-var touchScript = kv.NewScript(`
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-local want = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[2])
+// extendScript makes an owner index that exists (with a TTL) live at least
+// ARGV[1] ms; it never creates one. KEYS[1]: the index.
+var extendScript = kv.NewScript(`
+local want = tonumber(ARGV[1])
+local left = redis.call('PTTL', KEYS[1])
 if left >= 0 and left < want then
-  redis.call('PEXPIRE', KEYS[2], want)
+  redis.call('PEXPIRE', KEYS[1], want)
 end
 return 1`)
 
@@ -254,9 +261,15 @@ func (s *SessionStore) Put(ctx context.Context, id, owner string, payload []byte
 	value := base64.StdEncoding.EncodeToString(payload) + "|" + owner
 	every := s.every(ttl)
 	start := time.Now()
-	_, err := s.c.Eval(ctx, putScript, []string{s.sessionKey(id), s.ownerKey(owner)},
-		value, ms(ttl), id, ms(ttl+every))
-	if err != nil {
+	// The session first, then the index: see SessionStore.
+	key := s.sessionKey(id)
+	if _, err := s.c.Do(ctx, "SET", key, value, "PX", ms(ttl)); err != nil {
+		return agentapi.E(op, agentapi.KindOther, err)
+	}
+	if _, err := s.c.Eval(ctx, indexScript, []string{s.ownerKey(owner)}, id, ms(ttl+every)); err != nil {
+		// Unindexed, the session must not be used: the caller gets an
+		// error, not its token. Remove it if Redis lets us.
+		_, _ = s.c.Do(ctx, "DEL", key)
 		return agentapi.E(op, agentapi.KindOther, err)
 	}
 	// The TTL was just set: no refresh is due for a while.
@@ -333,17 +346,32 @@ func (s *SessionStore) Get(ctx context.Context, id string, ttl time.Duration) ([
 	}
 	every := s.every(ttl)
 	if s.touched.claim(id, now, ttl, every) {
-		alive, err := s.c.Eval(ctx, touchScript, []string{key, s.ownerKey(owner)}, ms(ttl), ms(ttl+every))
+		alive, err := s.refresh(ctx, key, owner, ttl, every)
 		if err != nil {
 			// The read succeeded; the refresh is retried on the next Get.
 			s.touched.forget(id)
-		} else if n, _ := alive.Int(); n == 0 {
+		} else if !alive {
 			// Deleted since the (cached) read.
 			s.touched.forget(id)
 			return nil, notFound(op)
 		}
 	}
 	return payload, nil
+}
+
+// refresh makes the owner's index live at least ttl+every and then
+// restarts the session's TTL, in that order (see SessionStore). It
+// reports false when the session is gone.
+func (s *SessionStore) refresh(ctx context.Context, key, owner string, ttl, every time.Duration) (bool, error) {
+	if _, err := s.c.Eval(ctx, extendScript, []string{s.ownerKey(owner)}, ms(ttl+every)); err != nil {
+		return false, err
+	}
+	v, err := s.c.Do(ctx, "PEXPIRE", key, ms(ttl))
+	if err != nil {
+		return false, err
+	}
+	n, err := v.Int()
+	return n == 1, err
 }
 
 // Delete implements agentapi.SessionStore.
@@ -379,30 +407,38 @@ func (s *SessionStore) DeleteOwner(ctx context.Context, owner string) (int, erro
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	del := make([]string, 0, len(ids)+1)
+	// One DEL per session (their keys are in different slots), then, only
+	// once they are all gone, the ids out of the index: see SessionStore.
+	dels := make([][]string, len(ids))
 	srem := make([]string, 0, len(ids)+2)
-	del = append(del, "DEL")
 	srem = append(srem, "SREM", okey)
-	for _, id := range ids {
-		del = append(del, s.sessionKey(id))
+	for i, id := range ids {
+		dels[i] = []string{"DEL", s.sessionKey(id)}
 		srem = append(srem, id)
 	}
-	rs, err := s.c.MultiExec(ctx, del, srem)
+	rs, err := s.c.Pipeline(ctx, dels...)
 	if err != nil {
 		return 0, agentapi.E(op, agentapi.KindOther, err)
 	}
-	if rs[0].Err != nil {
-		return 0, agentapi.E(op, agentapi.KindOther, rs[0].Err)
+	n := 0
+	for _, r := range rs {
+		if r.Err != nil {
+			return 0, agentapi.E(op, agentapi.KindOther, r.Err)
+		}
+		d, err := r.Value.Int()
+		if err != nil {
+			return 0, agentapi.E(op, agentapi.KindInternal, err)
+		}
+		n += int(d)
 	}
-	n, err := rs[0].Value.Int()
-	if err != nil {
-		return 0, agentapi.E(op, agentapi.KindInternal, err)
+	if _, err := s.c.Do(ctx, srem...); err != nil {
+		return 0, agentapi.E(op, agentapi.KindOther, err)
 	}
 	for _, id := range ids {
 		s.touched.forget(id)
 		s.wrote(id)
 	}
-	return int(n), nil
+	return n, nil
 }
 
 // stamps maps session ids to times. Every Get of every session reads it,

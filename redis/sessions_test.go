@@ -108,6 +108,22 @@ func TestSessionStoreNativeTLSPassword(t *testing.T) {
 	}, redis.SessionOptions{}))
 }
 
+// TestSessionStoreCluster: the suite against a three-master Redis Cluster,
+// where a session and its owner's index are in different slots (and
+// mostly on different nodes).
+func TestSessionStoreCluster(t *testing.T) {
+	t.Parallel() // mostly waiting for TTLs: overlap the transports
+	u := redistest.ClusterURL(t)
+	newStore := perTest(func(t *testing.T, _ int) kv.Client {
+		c := dialNative(t, native.Options{URL: u})
+		if !c.Cluster() || !c.Caching() {
+			t.Fatalf("client of a cluster: Cluster() = %v, Caching() = %v; want both", c.Cluster(), c.Caching())
+		}
+		return c
+	}, redis.SessionOptions{})
+	storetest.RunSessionStore(t, newStore)
+}
+
 func TestSessionStoreREST(t *testing.T) {
 	t.Parallel() // mostly waiting for TTLs: overlap the transports
 	base, _ := restserver.StartTest(t, redistest.URL(t), restToken)
@@ -360,13 +376,13 @@ func TestSessionScriptedOneRoundTrip(t *testing.T) {
 		t.Errorf("50 Gets over REST made %d calls, want 50", d)
 	}
 	// A Get that extends the expiry by RefreshEvery or more also refreshes
-	// the owner index: two calls.
+	// the owner index, and then the session: three calls.
 	before = c.n()
 	if _, err := s.Get(ctx, "id", 2*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if d := c.n() - before; d != 2 {
-		t.Errorf("a refreshing Get made %d calls, want 2", d)
+	if d := c.n() - before; d != 3 {
+		t.Errorf("a refreshing Get made %d calls, want 3", d)
 	}
 }
 

@@ -13,6 +13,10 @@
 // The package-level URL helper honours REDIS_TEST_URL so that CI can point all
 // tests at one shared server; tests using it must namespace their keys.
 //
+// StartCluster starts a Redis Cluster of throwaway masters (three by
+// default, no replicas) and joins them; ClusterURL is its URL helper and
+// honours REDIS_TEST_CLUSTER_URL the same way.
+//
 // Require is the shared "binary missing" rule used by this package and by
 // pgtest: skip locally, fail when CI=true.
 package redistest
@@ -58,6 +62,9 @@ type Server struct {
 	dir     string
 	logPath string
 	port    int
+	// busPort is the cluster bus port of a cluster node (StartCluster);
+	// 0 for a standalone server.
+	busPort int
 
 	caFile   string
 	certFile string
@@ -110,6 +117,13 @@ func URL(t testing.TB) string {
 // tail of the server's log.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	return start(t, opts, false)
+}
+
+// start is Start; with cluster set the server is a Redis Cluster node
+// (--cluster-enabled) with a cluster bus port of its own.
+func start(t testing.TB, opts Options, cluster bool) *Server {
+	t.Helper()
 	bin := Require(t, "redis-server", "redis-server")
 	dir := t.TempDir() // registered first, so removed after the kill below
 	s := &Server{
@@ -134,6 +148,13 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatalf("redistest: finding a free port: %v", err)
 		}
 		s.port = port
+		if cluster {
+			// The bus port is chosen too: the default, port+10000, may be
+			// above 65535 or taken.
+			if s.busPort, err = otherFreePort(port); err != nil {
+				t.Fatalf("redistest: finding a free port: %v", err)
+			}
+		}
 		logStart := testproc.LogSize(s.logPath)
 		err = s.launch()
 		if err == nil {
@@ -150,6 +171,16 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("redistest: redis-server on %s did not become ready: %v\n--- tail of %s ---\n%s",
 			s.Addr(), err, s.logPath, logPart)
 		return nil
+	}
+}
+
+// otherFreePort returns a free port other than not.
+func otherFreePort(not int) (int, error) {
+	for {
+		p, err := testproc.FreePort()
+		if err != nil || p != not {
+			return p, err
+		}
 	}
 }
 
@@ -252,6 +283,16 @@ func (s *Server) args() []string {
 	}
 	if s.opts.Password != "" {
 		args = append(args, "--requirepass", s.opts.Password)
+	}
+	if s.busPort != 0 {
+		args = append(args,
+			"--cluster-enabled", "yes",
+			// In the server's directory, so that a Restart rejoins the
+			// cluster with the same id and slots.
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(s.busPort),
+			"--cluster-node-timeout", "15000", // the default: no false failure on a loaded machine
+		)
 	}
 	return args
 }

@@ -2,6 +2,7 @@ package tenantcfg
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -136,19 +137,57 @@ func TestEffectiveFlags(t *testing.T) {
 func twoInstances(t *testing.T, o Options) (a, b *Service, db *countingStore, srv *redistest.Server) {
 	t.Helper()
 	srv = redistest.Start(t, redistest.Options{})
+	a, b, db = instancesOn(t, o, srv.URL())
+	return a, b, db, srv
+}
+
+// instancesOn is twoInstances on the Redis (server or cluster) at url.
+func instancesOn(t *testing.T, o Options, url string) (a, b *Service, db *countingStore) {
+	t.Helper()
 	db = openDB(t)
 	mk := func() *Service {
 		o := o
 		o.Store = db
-		o.KV = kvtest.Native(t, native.Options{URL: srv.URL()})
+		o.KV = kvtest.Native(t, native.Options{URL: url})
 		return newService(t, o)
 	}
-	return mk(), mk(), db, srv
+	return mk(), mk(), db
+}
+
+// instances makes the two instances of a test; see twoInstances.
+type instances func(t *testing.T, o Options) (a, b *Service, db *countingStore)
+
+func onServer(t *testing.T, o Options) (a, b *Service, db *countingStore) {
+	a, b, db, _ = twoInstances(t, o)
+	return a, b, db
+}
+
+// TestCluster: the tests that need no outage, with both instances on a
+// three-master Redis Cluster (the epoch and each tenant's entry are in
+// slots of their own; every call names one key).
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	url := redistest.ClusterURL(t)
+	if !kvtest.Native(t, native.Options{URL: url}).Cluster() {
+		t.Fatal("client of a cluster: Cluster() = false")
+	}
+	var n atomic.Int64
+	on := func(t *testing.T, o Options) (a, b *Service, db *countingStore) {
+		o.Prefix = fmt.Sprintf("tc%d-%d:", time.Now().UnixNano(), n.Add(1)) // the subtests share the cluster
+		return instancesOn(t, o, url)
+	}
+	t.Run("ChangeReachesAnother", func(t *testing.T) { testChangeReachesAnother(t, on) })
+	t.Run("SecondInstanceReadsLevelTwo", func(t *testing.T) { testSecondReadsLevelTwo(t, on) })
+	t.Run("OldVersionNeverReplacesNewer", func(t *testing.T) { testOldVersionNeverWins(t, on) })
 }
 
 func TestChangeOnOneInstanceReachesAnotherWithinASecond(t *testing.T) {
+	testChangeReachesAnother(t, onServer)
+}
+
+func testChangeReachesAnother(t *testing.T, two instances) {
 	ctx := t.Context()
-	a, b, _, _ := twoInstances(t, Options{}) // the default poll interval
+	a, b, _ := two(t, Options{}) // the default poll interval
 	for _, s := range []*Service{a, b} {
 		if c, err := s.Config(ctx, "t1"); err != nil || c.MaxSessions != 0 {
 			t.Fatalf("before: %+v %v", c, err)
@@ -181,8 +220,12 @@ func TestChangeOnOneInstanceReachesAnotherWithinASecond(t *testing.T) {
 }
 
 func TestSecondInstanceReadsLevelTwoNotTheDatabase(t *testing.T) {
+	testSecondReadsLevelTwo(t, onServer)
+}
+
+func testSecondReadsLevelTwo(t *testing.T, two instances) {
 	ctx := t.Context()
-	a, b, db, _ := twoInstances(t, Options{PollInterval: time.Hour})
+	a, b, db := two(t, Options{PollInterval: time.Hour})
 	if _, err := a.Put(ctx, "t1", agentapi.TenantConfig{MaxSessions: 3}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -197,8 +240,12 @@ func TestSecondInstanceReadsLevelTwoNotTheDatabase(t *testing.T) {
 }
 
 func TestAnOldVersionNeverReplacesANewerOneInLevelTwo(t *testing.T) {
+	testOldVersionNeverWins(t, onServer)
+}
+
+func testOldVersionNeverWins(t *testing.T, two instances) {
 	ctx := t.Context()
-	a, b, _, _ := twoInstances(t, Options{PollInterval: time.Hour})
+	a, b, _ := two(t, Options{PollInterval: time.Hour})
 	v1, err := a.Put(ctx, "t1", agentapi.TenantConfig{MaxSessions: 1}, nil)
 	if err != nil {
 		t.Fatal(err)

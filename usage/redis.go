@@ -79,14 +79,19 @@ type RedisOptions struct {
 // # The dirty index
 //
 // A push runs each tenant's script and then HINCRBY on the tenant's entry
-// in the dirty index, in that order in one pipeline: Redis and Upstash run
-// a pipeline's commands in order. (A Redis Cluster transport, which would
-// send them to different nodes, must send the bumps after the scripts'
-// replies instead.) A flusher reads the index, flushes, checks that the
-// tenant holds nothing and only then removes the entry, and only if its
-// version is the one it read. So a tenant with counts is never missing
-// from the index: counts pushed before the check are seen by it, and a
-// push after the check bumps the version after the check.
+// in the dirty index: the bumps are sent once the scripts have answered, in
+// a second pipeline, because the index is in a slot of its own and on a
+// Redis Cluster a pipeline's commands for different slots run on different
+// nodes in no defined order (on one server, or Upstash, one pipeline would
+// keep the order; two cost one more round trip per push). A flusher reads
+// the index, flushes, checks that the tenant holds nothing and only then
+// removes the entry, and only if its version is the one it read. So a
+// tenant with counts is never missing from the index: counts pushed before
+// the check are seen by it, and a push after the check bumps the version
+// after the check. A push that fails between its two pipelines leaves
+// counts that are not indexed; its retry (the same batch, which the
+// scripts apply once) sends the bumps, and so does any later push for the
+// tenant.
 //
 // # FlushState
 //
@@ -271,8 +276,8 @@ func (s *Redis) pipeline(ctx context.Context, op string, cmds [][]string) ([]kv.
 const pushChunk = 512
 
 // Push implements Store: for each tenant of b, in one pipeline, its
-// chunks of counters (each a script applying it once), then the bumps of
-// the dirty index.
+// chunks of counters (each a script applying it once); then, in a second
+// one, the bumps of the dirty index.
 func (s *Redis) Push(ctx context.Context, b Batch) error {
 	const op = "usage.redis.Push"
 	if err := checkBatch(op, b); err != nil {
@@ -306,9 +311,11 @@ func (s *Redis) Push(ctx context.Context, b Batch) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	cmds = append(cmds, dirty...)
-	cmds = append(cmds, []string{"PEXPIRE", s.dirtyKey(), s.ttl})
-	_, err := s.pipeline(ctx, op, cmds)
+	if _, err := s.pipeline(ctx, op, cmds); err != nil {
+		return err
+	}
+	dirty = append(dirty, []string{"PEXPIRE", s.dirtyKey(), s.ttl})
+	_, err := s.pipeline(ctx, op, dirty)
 	return err
 }
 

@@ -6,6 +6,16 @@
 // password and database number. Client-side caching needs CLIENT TRACKING;
 // it is switched off for servers known not to have it (Upstash) and for any
 // server that refuses it when the connection is set up.
+//
+// Redis Cluster: Dial asks the server (INFO cluster) whether it is a
+// cluster node and, when it is, connects to the whole cluster, which it
+// discovers from that node. A URL naming more nodes with addr=host:port
+// query parameters (redis://10.0.0.1:6379?addr=10.0.0.2:6379) is taken for
+// the seeds of a cluster at once, any of which may be down. Each command is
+// then sent to the node serving its keys, and the one-slot rules of
+// kv.Client apply: calls that break them fail with kv.ErrCrossSlot before
+// anything is sent. Hosts known not to be clusters (Upstash) are not
+// asked.
 package native
 
 import (
@@ -18,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -46,7 +57,9 @@ type Options struct {
 // Client is a kv.Client over rueidis.
 type Client struct {
 	rc      rueidis.Client
+	closed  atomic.Bool // a cluster client's Close closes its connections in the background
 	caching bool
+	cluster bool
 	addr    string
 	tls     bool
 	stats   *kv.TransportCounters
@@ -68,6 +81,12 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	stats := new(kv.TransportCounters)
 	stats.TrackConns()
 	opt.DialCtxFn = countingDial(stats)
+	// Several addresses (addr= in the URL) are seeds of a cluster, any of
+	// which may be down: go straight to a cluster client.
+	seeds := len(opt.InitAddress) > 1
+	if seeds {
+		opt.ForceSingleClient = false
+	}
 	rc, err := newClient(ctx, opt)
 	if err != nil && caching && refusedTracking(err) {
 		// The server speaks RESP but not client tracking (Upstash, some
@@ -78,7 +97,59 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, classify("kv.native.dial", ctx, err)
 	}
-	return &Client{rc: rc, caching: caching, addr: opt.InitAddress[0], tls: opt.TLSConfig != nil, stats: stats}, nil
+	cluster := seeds
+	if !seeds && clusterLikely(opt.InitAddress) {
+		if cluster, err = clusterEnabled(ctx, rc); err != nil {
+			rc.Close()
+			return nil, err
+		}
+	}
+	if cluster && !seeds {
+		// Start again as a cluster client: it reads the slot map from
+		// the server and keeps a connection to every node.
+		rc.Close()
+		opt.ForceSingleClient = false
+		if rc, err = newClient(ctx, opt); err != nil {
+			return nil, classify("kv.native.dial", ctx, err)
+		}
+	}
+	if cluster && rc.Mode() != rueidis.ClientModeCluster {
+		rc.Close()
+		return nil, kv.Unavailable("kv.native.dial", errors.New("the server reports cluster_enabled:1 but serves no cluster slot map"))
+	}
+	return &Client{rc: rc, caching: caching, cluster: cluster, addr: opt.InitAddress[0], tls: opt.TLSConfig != nil, stats: stats}, nil
+}
+
+// clusterLikely reports whether the servers may be Redis Cluster nodes
+// worth asking: Upstash is not one.
+func clusterLikely(addrs []string) bool {
+	for _, a := range addrs {
+		host, _, _ := net.SplitHostPort(a)
+		if !trackingLikely(host) {
+			return false
+		}
+	}
+	return true
+}
+
+// clusterEnabled asks a single-node client's server whether it is a Redis
+// Cluster node. A server that refuses INFO (an ACL, a proxy) is taken for
+// a single server, as before this question was asked.
+func clusterEnabled(ctx context.Context, rc rueidis.Client) (bool, error) {
+	r := rc.Do(ctx, rc.B().Info().Section("cluster").Build())
+	if err := r.NonRedisError(); err != nil {
+		return false, classify("kv.native.dial", ctx, err)
+	}
+	info, err := r.ToString()
+	if err != nil {
+		return false, nil
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == "cluster_enabled" {
+			return v == "1", nil
+		}
+	}
+	return false, nil
 }
 
 // countingDial dials as rueidis does by default (TCP, TLS when cfg is
@@ -146,7 +217,10 @@ func clientOption(o Options) (rueidis.ClientOption, error) {
 	if o.PoolSize > 0 {
 		opt.BlockingPoolSize = o.PoolSize
 	}
-	opt.ForceSingleClient = true // plain Redis or Upstash; cluster support is explicit
+	// One server, unless Dial finds a cluster: Dial decides itself, as
+	// rueidis's own guess costs a CLUSTER command that Upstash may not
+	// answer well.
+	opt.ForceSingleClient = true
 	// Wait up to 20µs for more commands before flushing the pipeline: under
 	// concurrency this batches many callers into one write (bench/: about
 	// +40% at 64 goroutines) for at most 20µs more latency per call.
@@ -180,6 +254,10 @@ func (c *Client) TLS() bool { return c.tls }
 // Caching reports whether client-side caching is on.
 func (c *Client) Caching() bool { return c.caching }
 
+// Cluster reports whether the server is a Redis Cluster, whose nodes this
+// client all talks to.
+func (c *Client) Cluster() bool { return c.cluster }
+
 // TransportStats implements kv.StatsReporter: the connections rueidis has
 // open to the server (pipelined and dedicated ones alike), the dials, and
 // how DoCached reads were served.
@@ -187,7 +265,16 @@ func (c *Client) TransportStats() kv.TransportStats { return c.stats.Snapshot() 
 
 // Do implements kv.Client.
 func (c *Client) Do(ctx context.Context, args ...string) (kv.Value, error) {
-	cmd, err := c.build(args)
+	if err := c.checkOpen("kv.native.do"); err != nil {
+		return kv.Value{}, err
+	}
+	if c.cluster && everyNode(args) {
+		if err := checkArgs(args); err != nil {
+			return kv.Value{}, err
+		}
+		return c.doEveryNode(ctx, args)
+	}
+	cmd, err := c.build("kv.native.do", args)
 	if err != nil {
 		return kv.Value{}, err
 	}
@@ -200,6 +287,9 @@ func (c *Client) Do(ctx context.Context, args ...string) (kv.Value, error) {
 func (c *Client) DoCached(ctx context.Context, ttl time.Duration, args ...string) (kv.Value, error) {
 	if !c.caching || len(args) < 2 {
 		return c.Do(ctx, args...)
+	}
+	if err := c.checkOpen("kv.native.docached"); err != nil {
+		return kv.Value{}, err
 	}
 	if err := checkArgs(args); err != nil {
 		return kv.Value{}, err
@@ -215,7 +305,10 @@ func (c *Client) DoCached(ctx context.Context, ttl time.Duration, args ...string
 
 // Pipeline implements kv.Client.
 func (c *Client) Pipeline(ctx context.Context, cmds ...[]string) ([]kv.Result, error) {
-	built, err := c.buildAll(cmds)
+	if err := c.checkOpen("kv.native.pipeline"); err != nil {
+		return nil, err
+	}
+	built, err := c.buildAll("kv.native.pipeline", cmds)
 	if err != nil || len(built) == 0 {
 		return nil, err
 	}
@@ -228,9 +321,17 @@ func (c *Client) Pipeline(ctx context.Context, cmds ...[]string) ([]kv.Result, e
 
 // MultiExec implements kv.Client.
 func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, error) {
-	built, err := c.buildAll(cmds)
+	if err := c.checkOpen("kv.native.multiexec"); err != nil {
+		return nil, err
+	}
+	built, err := c.buildAll("kv.native.multiexec", cmds)
 	if err != nil || len(built) == 0 {
 		return nil, err
+	}
+	if c.cluster {
+		if err := oneSlot("kv.native.multiexec", cmds); err != nil {
+			return nil, err
+		}
 	}
 	all := make(rueidis.Commands, 0, len(built)+2)
 	all = append(all, c.rc.B().Multi().Build())
@@ -286,25 +387,36 @@ func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, 
 
 // Eval implements kv.Client.
 func (c *Client) Eval(ctx context.Context, s *kv.Script, keys []string, args ...string) (kv.Value, error) {
-	return kv.EvalWith(ctx, c.evalDo(keys), s, keys, args...)
+	return kv.EvalWith(ctx, c.evalDo, s, keys, args...)
 }
 
-// evalDo runs EVAL/EVALSHA with the keys marked as keys so that a cluster
-// client would route them to the right slot.
-func (c *Client) evalDo(keys []string) func(context.Context, ...string) (kv.Value, error) {
-	return func(ctx context.Context, cmd ...string) (kv.Value, error) {
-		if err := checkArgs(cmd); err != nil {
-			return kv.Value{}, err
-		}
-		n := 3 + len(keys)
-		b := c.rc.B().Arbitrary(cmd[:3]...).Keys(cmd[3:n]...).Args(cmd[n:]...).Build()
-		return convert("kv.native.eval", ctx, c.rc.Do(ctx, b))
+// evalDo runs EVAL/EVALSHA with the keys marked as keys (build), so that
+// on a cluster the script runs on the node serving them.
+func (c *Client) evalDo(ctx context.Context, cmd ...string) (kv.Value, error) {
+	if err := c.checkOpen("kv.native.eval"); err != nil {
+		return kv.Value{}, err
 	}
+	b, err := c.build("kv.native.eval", cmd)
+	if err != nil {
+		return kv.Value{}, err
+	}
+	return convert("kv.native.eval", ctx, c.rc.Do(ctx, b))
 }
 
 // Close implements kv.Client.
 func (c *Client) Close() error {
+	c.closed.Store(true)
 	c.rc.Close()
+	return nil
+}
+
+// checkOpen fails calls after Close at once. (rueidis's cluster client
+// closes its connections in the background, and could still send a call
+// made just after Close.)
+func (c *Client) checkOpen(op string) error {
+	if c.closed.Load() {
+		return kv.Unavailable(op, kv.ErrClosed)
+	}
 	return nil
 }
 
@@ -318,23 +430,117 @@ func checkArgs(args []string) error {
 	return nil
 }
 
-func (c *Client) build(args []string) (rueidis.Completed, error) {
+// build makes a rueidis command of args. On a cluster the keys are marked
+// as keys, which routes the command to their slot's node, after checking
+// that they share one slot (rueidis would panic otherwise).
+func (c *Client) build(op string, args []string) (rueidis.Completed, error) {
 	if err := checkArgs(args); err != nil {
 		return rueidis.Completed{}, err
 	}
-	return c.rc.B().Arbitrary(args...).Build(), nil
+	if !c.cluster {
+		return c.rc.B().Arbitrary(args...).Build(), nil
+	}
+	pos := commandKeys(args)
+	for _, i := range pos[min(1, len(pos)):] {
+		if kv.Slot(args[i]) != kv.Slot(args[pos[0]]) {
+			return rueidis.Completed{}, kv.CrossSlot(op, strings.ToUpper(args[0]), args[pos[0]], args[i])
+		}
+	}
+	b := c.rc.B().Arbitrary(args[0])
+	next := 1
+	for _, i := range pos {
+		b = b.Args(args[next:i]...).Keys(args[i])
+		next = i + 1
+	}
+	return b.Args(args[next:]...).Build(), nil
 }
 
-func (c *Client) buildAll(cmds [][]string) (rueidis.Commands, error) {
+func (c *Client) buildAll(op string, cmds [][]string) (rueidis.Commands, error) {
 	out := make(rueidis.Commands, 0, len(cmds))
 	for _, args := range cmds {
-		cmd, err := c.build(args)
+		cmd, err := c.build(op, args)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, cmd)
 	}
 	return out, nil
+}
+
+// oneSlot checks that the keys of all of cmds share one slot, as a
+// transaction on a cluster needs.
+func oneSlot(op string, cmds [][]string) error {
+	first := ""
+	for _, args := range cmds {
+		for _, i := range commandKeys(args) {
+			switch {
+			case first == "":
+				first = args[i]
+			case kv.Slot(args[i]) != kv.Slot(first):
+				return kv.CrossSlot(op, "MULTI", first, args[i])
+			}
+		}
+	}
+	return nil
+}
+
+// everyNode reports whether args is a command that a cluster client sends
+// to every node: the script cache is per node, and EVALSHA runs wherever
+// its keys are.
+func everyNode(args []string) bool {
+	if len(args) < 2 || !strings.EqualFold(args[0], "SCRIPT") {
+		return false
+	}
+	switch strings.ToUpper(args[1]) {
+	case "LOAD", "FLUSH", "EXISTS":
+		return true
+	}
+	return false
+}
+
+// doEveryNode runs args on every node of the cluster. The reply is the
+// first node's, except for SCRIPT EXISTS, where a script counts as known
+// only when every node knows it. The first failure is the error.
+func (c *Client) doEveryNode(ctx context.Context, args []string) (kv.Value, error) {
+	const op = "kv.native.do"
+	nodes := c.rc.Nodes()
+	addrs := make([]string, 0, len(nodes))
+	for a := range nodes {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	var out kv.Value
+	for i, a := range addrs {
+		n := nodes[a]
+		v, err := convert(op, ctx, n.Do(ctx, n.B().Arbitrary(args...).Build()))
+		if err != nil {
+			return kv.Value{}, err
+		}
+		if i == 0 {
+			out = v
+			continue
+		}
+		if strings.EqualFold(args[1], "EXISTS") {
+			out = andExists(out, v)
+		}
+	}
+	return out, nil
+}
+
+// andExists combines two SCRIPT EXISTS replies: 1 where both say 1.
+func andExists(a, b kv.Value) kv.Value {
+	x, err1 := a.Array()
+	y, err2 := b.Array()
+	if err1 != nil || err2 != nil || len(x) != len(y) {
+		return a
+	}
+	out := make([]kv.Value, len(x))
+	for i := range x {
+		p, _ := x[i].Int()
+		q, _ := y[i].Int()
+		out[i] = kv.IntValue(p & q)
+	}
+	return kv.ArrayValue(out...)
 }
 
 func convert(op string, ctx context.Context, r rueidis.RedisResult) (kv.Value, error) {

@@ -1,10 +1,14 @@
 package native_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +25,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// rueidis's cluster client closes connections it no longer needs
+		// (a second one to a seed node, one to a node that was down) five
+		// seconds later, from a goroutine of its own.
+		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"),
+		// It also re-reads the slot map up to a second after a connection
+		// broke (TestClusterNodeDown).
+		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
+	)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -403,5 +415,156 @@ func TestStopRestart(t *testing.T) {
 	}
 	if rs, err := c.MultiExec(ctx, []string{"INCR", "n"}); err != nil || !rs[0].Value.Equal(kv.IntValue(1)) {
 		t.Errorf("MultiExec after restart = %v, %v", rs, err)
+	}
+}
+
+// TestConformanceCluster: the suite, with its cluster cases, against a
+// three-master Redis Cluster. The client finds the other nodes from the one
+// in the URL, and sends every command straight to the node of its keys:
+// no node answers MOVED during the whole suite.
+func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
+	u, addrs := os.Getenv("REDIS_TEST_CLUSTER_URL"), []string(nil)
+	if u == "" {
+		cl := redistest.StartCluster(t, redistest.ClusterOptions{})
+		u, addrs = cl.URL(), cl.Addrs()
+	}
+	if c := dial(t, native.Options{URL: u}); !c.Cluster() || !c.Caching() {
+		t.Fatalf("client of a cluster: Cluster() = %v, Caching() = %v; want both", c.Cluster(), c.Caching())
+	}
+	before := movedReplies(t, addrs)
+	kvtest.Run(t, func(t *testing.T) kv.Client {
+		return dial(t, native.Options{URL: u})
+	}, kvtest.Cluster())
+	if n := movedReplies(t, addrs) - before; n != 0 {
+		t.Errorf("the nodes answered MOVED %d times: commands went to the wrong node", n)
+	}
+	if addrs != nil {
+		t.Run("Seeds", func(t *testing.T) { testClusterSeeds(t, addrs) })
+	}
+}
+
+// testClusterSeeds: with more seed nodes in addr= parameters, the client
+// starts while the URL's own host is down.
+func testClusterSeeds(t *testing.T, addrs []string) {
+	u := "redis://" + closedPort(t) + "?addr=" + addrs[1] + "&addr=" + addrs[2]
+	c := dial(t, native.Options{URL: u})
+	if !c.Cluster() {
+		t.Fatal("Cluster() = false")
+	}
+	for i := range 30 {
+		k := "seed-" + strconv.Itoa(i)
+		do(t, c, "SET", k, "v")
+		if v := do(t, c, "GET", k); !v.Equal(kv.StringValue("v")) {
+			t.Fatalf("GET %s = %v", k, v)
+		}
+		do(t, c, "DEL", k)
+	}
+}
+
+// movedReplies sums the MOVED errors the nodes at addrs have answered
+// (INFO errorstats), over connections of its own.
+func movedReplies(t *testing.T, addrs []string) int {
+	t.Helper()
+	total := 0
+	for _, a := range addrs {
+		info, err := rawInfo(a, "errorstats")
+		if err != nil {
+			t.Fatalf("INFO errorstats on %s: %v", a, err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "errorstat_MOVED:count="); ok {
+				n, _ := strconv.Atoi(rest)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// rawInfo runs INFO section on the server at addr over a plain RESP
+// connection.
+func rawInfo(addr, section string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return "", err
+	}
+	if _, err := fmt.Fprintf(conn, "*2\r\n$4\r\nINFO\r\n$%d\r\n%s\r\n", len(section), section); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "$")))
+	if err != nil {
+		return "", fmt.Errorf("reply %q", line)
+	}
+	buf := make([]byte, n)
+	_, err = io.ReadFull(r, buf)
+	return string(buf), err
+}
+
+// A single server is not taken for a cluster.
+func TestSingleServerIsNotCluster(t *testing.T) {
+	c := dial(t, native.Options{URL: redistest.URL(t)})
+	if c.Cluster() {
+		t.Fatal("Cluster() = true against a plain redis-server")
+	}
+}
+
+// One node of a cluster down: calls for its slots fail at once with
+// ErrUnavailable, the others go on working, and its slots work again
+// once it is back.
+func TestClusterNodeDown(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, redistest.ClusterOptions{})
+	c := dial(t, native.Options{URL: cl.URL(), ConnectTimeout: 2 * time.Second})
+	node := cl.Nodes()[2]
+	// Keys by slot: node 2 serves the last third.
+	var onDown, onUp string
+	for i := 0; onDown == "" || onUp == ""; i++ {
+		k := "node-" + strconv.Itoa(i)
+		if kv.Slot(k) >= 2*kv.Slots/3 {
+			onDown = k
+		} else {
+			onUp = k
+		}
+	}
+	do(t, c, "SET", onDown, "v")
+	node.Stop(t)
+
+	ctx := context.Background() // no deadline: calls must fail by themselves
+	start := time.Now()
+	_, err := c.Do(ctx, "GET", onDown)
+	if !errors.Is(err, kv.ErrUnavailable) {
+		t.Errorf("GET on the stopped node's slot: error %v, want ErrUnavailable", err)
+	}
+	_, err = c.Eval(ctx, kv.NewScript("return redis.call('GET', KEYS[1])"), []string{onDown})
+	if !errors.Is(err, kv.ErrUnavailable) {
+		t.Errorf("Eval on the stopped node's slot: error %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("calls to a stopped node took %v", d)
+	}
+	do(t, c, "SET", onUp, "still fine")
+
+	node.Restart(t)
+	cl.WaitReady(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Do(ctx, "SET", onDown, "back")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SET on the restarted node's slot still fails after 10s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,0 +1,242 @@
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentapi-mt/agentapi/internal/testproc"
+)
+
+// ClusterStartTimeout bounds how long StartCluster waits for the nodes to
+// agree that the cluster is up (gossip between nodes runs every 100ms; on
+// an idle machine three masters agree within about two seconds).
+const ClusterStartTimeout = 30 * time.Second
+
+// slots is the number of Redis Cluster hash slots.
+const slots = 16384
+
+// ClusterOptions configures a cluster started by StartCluster.
+type ClusterOptions struct {
+	// Masters is the number of master nodes, 3 when zero. There are no
+	// replicas.
+	Masters int
+	// Password, when set, is every node's --requirepass.
+	Password string
+}
+
+// Cluster is a Redis Cluster of throwaway masters owned by a test.
+type Cluster struct {
+	nodes    []*Server
+	password string
+}
+
+// ClusterURL returns the value of REDIS_TEST_CLUSTER_URL when it is set.
+// Otherwise it starts a private three-master cluster via StartCluster and
+// returns its URL. Callers that may run against a shared cluster must
+// namespace their keys.
+func ClusterURL(t testing.TB) string {
+	t.Helper()
+	if u := os.Getenv("REDIS_TEST_CLUSTER_URL"); u != "" {
+		return u
+	}
+	return StartCluster(t, ClusterOptions{}).URL()
+}
+
+// StartCluster starts o.Masters redis-server processes in cluster mode
+// (--cluster-enabled yes, each with its own directory, nodes.conf, port
+// and cluster bus port, persisting nothing), splits the 16384 slots between
+// them in equal ranges, joins them, and returns once every node reports
+// cluster_state:ok, knows every node and sees every slot served. The nodes
+// are killed at test cleanup, like servers from Start.
+//
+// The join is done over RESP (CLUSTER ADDSLOTSRANGE, SET-CONFIG-EPOCH,
+// MEET), as `redis-cli --cluster create --cluster-replicas 0` would do it,
+// so redis-cli is not needed; redis-server must be 7.0 or later
+// (--cluster-port, ADDSLOTSRANGE).
+func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
+	t.Helper()
+	if o.Masters <= 0 {
+		o.Masters = 3
+	}
+	c := &Cluster{password: o.Password}
+	for range o.Masters {
+		c.nodes = append(c.nodes, start(t, Options{Password: o.Password}, true))
+	}
+	if err := c.join(); err != nil {
+		t.Fatalf("redistest: forming a cluster of %s: %v%s", strings.Join(c.Addrs(), ", "), err, c.logTails())
+	}
+	c.WaitReady(t)
+	return c
+}
+
+// WaitReady waits, up to ClusterStartTimeout, until every node reports
+// cluster_state:ok, knows every node and sees all 16384 slots served, as
+// after a node was restarted; it fails the test otherwise.
+func (c *Cluster) WaitReady(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(ClusterStartTimeout)
+	for {
+		err := c.ready()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: cluster %s not ready within %v: %v%s", strings.Join(c.Addrs(), ", "), ClusterStartTimeout, err, c.logTails())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Nodes returns the cluster's nodes, in the order of the slot ranges they
+// were given (node 0 serves slots 0 to about 16384/Masters). A node can be
+// stopped and restarted: it comes back with its id and slots (nodes.conf
+// survives) but no data.
+func (c *Cluster) Nodes() []*Server { return append([]*Server(nil), c.nodes...) }
+
+// Addrs returns every node's "127.0.0.1:PORT".
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = n.Addr()
+	}
+	return out
+}
+
+// URL returns "redis://127.0.0.1:PORT" (with ":PASSWORD@" user info when a
+// password is set) for the first node. One node is enough for a cluster
+// client, which reads the others from it. (More seeds could be named with
+// addr=host:port query parameters, which rueidis.ParseURL reads; rueidis
+// then dials them all at once and the duplicate connections are closed by
+// a goroutine that lingers five seconds, which goleak would report.)
+func (c *Cluster) URL() string {
+	return c.nodes[0].URL()
+}
+
+// slotRange is the first and last slot of node i of n.
+func slotRange(i, n int) (int, int) {
+	return i * slots / n, (i+1)*slots/n - 1
+}
+
+// join assigns the slots and introduces every node to the first one.
+func (c *Cluster) join() error {
+	for i, n := range c.nodes {
+		lo, hi := slotRange(i, len(c.nodes))
+		if _, err := c.command(n, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi)); err != nil {
+			return fmt.Errorf("%s: %w", n.Addr(), err)
+		}
+		// Distinct epochs up front, as redis-cli does, so that the nodes
+		// need not resolve a collision first.
+		if _, err := c.command(n, "CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i+1)); err != nil {
+			return fmt.Errorf("%s: %w", n.Addr(), err)
+		}
+	}
+	for _, n := range c.nodes[1:] {
+		if _, err := c.command(c.nodes[0], "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(n.port), strconv.Itoa(n.busPort)); err != nil {
+			return fmt.Errorf("%s: %w", c.nodes[0].Addr(), err)
+		}
+	}
+	return nil
+}
+
+// ready reports why the cluster is not usable yet, or nil: every node must
+// say cluster_state:ok with every slot served and every node known.
+func (c *Cluster) ready() error {
+	want := map[string]string{
+		"cluster_state":       "ok",
+		"cluster_slots_ok":    strconv.Itoa(slots),
+		"cluster_known_nodes": strconv.Itoa(len(c.nodes)),
+	}
+	for _, n := range c.nodes {
+		info, err := c.command(n, "CLUSTER", "INFO")
+		if err != nil {
+			return fmt.Errorf("%s: CLUSTER INFO: %w", n.Addr(), err)
+		}
+		got := map[string]string{}
+		for _, line := range strings.Split(info, "\n") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+				got[k] = v
+			}
+		}
+		for k, v := range want {
+			if got[k] != v {
+				return fmt.Errorf("%s: %s:%s, want %s", n.Addr(), k, got[k], v)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) logTails() string {
+	var b strings.Builder
+	for _, n := range c.nodes {
+		fmt.Fprintf(&b, "\n--- tail of %s ---\n%s", n.logPath, testproc.LogTail(n.logPath, 0, 15))
+	}
+	return b.String()
+}
+
+// command runs one command on node n over a fresh plain-text connection
+// (authenticating first when the cluster has a password) and returns its
+// reply: a simple or bulk string, or an integer, as text.
+func (c *Cluster) command(n *Server, args ...string) (string, error) {
+	conn, err := net.DialTimeout("tcp", n.Addr(), time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(conn)
+	if c.password != "" {
+		if _, err := call(conn, r, "AUTH", c.password); err != nil {
+			return "", err
+		}
+	}
+	return call(conn, r, args...)
+}
+
+// call writes one RESP command and reads a scalar reply.
+func call(w io.Writer, r *bufio.Reader, args ...string) (string, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := w.Write(b.Bytes()); err != nil {
+		return "", err
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("empty reply")
+	}
+	switch line[0] {
+	case '+', ':':
+		return line[1:], nil
+	case '-':
+		return "", fmt.Errorf("%s: %s", args[0], line[1:])
+	case '$':
+		size, err := strconv.Atoi(line[1:])
+		if err != nil || size < 0 {
+			return "", fmt.Errorf("%s: unexpected reply %q", args[0], line)
+		}
+		buf := make([]byte, size+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:size]), nil
+	}
+	return "", fmt.Errorf("%s: unexpected reply %q", args[0], line)
+}
