@@ -61,6 +61,14 @@ func postgresURLs(t *testing.T) func(t *testing.T) string {
 	return func(t *testing.T) string { return srv.CreateDatabase(t) }
 }
 
+// fresh opens an empty database of driver, closed at cleanup.
+func fresh(t *testing.T, newURL func(*testing.T) string, driver string) *DB {
+	if driver == DriverSQLite {
+		return openSQLiteTemp(t)
+	}
+	return open(t, newURL(t), "")
+}
+
 // both runs test against SQLite and PostgreSQL, the latter with newURL.
 func both(t *testing.T, test func(t *testing.T, newURL func(*testing.T) string, driver string)) {
 	t.Run(DriverSQLite, func(t *testing.T) {
@@ -77,10 +85,7 @@ func TestConformance(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
 		storetest.RunRecords(t, func(t *testing.T) storetest.Records {
-			if driver == DriverSQLite {
-				return openSQLiteTemp(t)
-			}
-			return open(t, newURL(t), "")
+			return fresh(t, newURL, driver)
 		})
 	})
 }
@@ -89,10 +94,7 @@ func TestSecretsConformance(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
 		storetest.RunTenantSecretStore(t, func(t *testing.T) storetest.SecretStores {
-			if driver == DriverSQLite {
-				return openSQLiteTemp(t)
-			}
-			return open(t, newURL(t), "")
+			return fresh(t, newURL, driver)
 		})
 	})
 }
@@ -101,10 +103,7 @@ func TestTenantConfigConformance(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
 		storetest.RunTenantConfigStore(t, func(t *testing.T) storetest.ConfigStores {
-			if driver == DriverSQLite {
-				return openSQLiteTemp(t)
-			}
-			return open(t, newURL(t), "")
+			return fresh(t, newURL, driver)
 		})
 	})
 }
@@ -479,12 +478,7 @@ func TestClassify(t *testing.T) {
 func TestDriverErrors(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
-		var d *DB
-		if driver == DriverSQLite {
-			d = openSQLiteTemp(t)
-		} else {
-			d = open(t, newURL(t), "")
-		}
+		d := fresh(t, newURL, driver)
 		ctx := testCtx(t)
 		if _, err := d.exec(ctx, "test", `INSERT INTO tenants (id, name, disabled, created_at, updated_at) VALUES ('a', 'A', FALSE, 0, 0)`); err != nil {
 			t.Fatal(err)
@@ -509,12 +503,7 @@ func TestDriverErrors(t *testing.T) {
 func TestMarkInstanceLost(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
-		var d *DB
-		if driver == DriverSQLite {
-			d = openSQLiteTemp(t)
-		} else {
-			d = open(t, newURL(t), "")
-		}
+		d := fresh(t, newURL, driver)
 		ctx := testCtx(t)
 		now := time.Now().UTC()
 		for _, id := range []string{"t1", "t2"} {
@@ -560,12 +549,7 @@ func TestMarkInstanceLost(t *testing.T) {
 func TestConflictTextHidesTheDriver(t *testing.T) {
 	t.Parallel()
 	both(t, func(t *testing.T, newURL func(*testing.T) string, driver string) {
-		var d *DB
-		if driver == DriverSQLite {
-			d = openSQLiteTemp(t)
-		} else {
-			d = open(t, newURL(t), "")
-		}
+		d := fresh(t, newURL, driver)
 		ctx := testCtx(t)
 		tn := agentapi.Tenant{ID: "dup", Name: "Dup", CreatedAt: time.Now(), UpdatedAt: time.Now()}
 		if err := d.CreateTenant(ctx, tn); err != nil {
