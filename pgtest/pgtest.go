@@ -63,6 +63,7 @@ type Server struct {
 	logPath     string
 	port        int
 	runAs       *account // nil: run as the current user
+	opts        Options
 
 	mu   sync.Mutex
 	proc *process
@@ -92,10 +93,24 @@ func URL(t testing.TB) string {
 	return Start(t).CreateDatabase(t)
 }
 
+// Options change how Start runs the server.
+type Options struct {
+	// Durable keeps every acknowledged commit through a Stop (immediate
+	// shutdown, as a crash of the server process): synchronous_commit is
+	// left on. fsync stays off -- the operating system, which keeps what
+	// was written, does not crash in a test. Without it commits are
+	// acknowledged before their WAL is written, and the last fraction of a
+	// second of them may be lost on Stop.
+	Durable bool
+}
+
 // Start initialises a new cluster and starts a server for it, returning once
 // the server accepts connections. The server is stopped (immediate mode) and
 // its directory removed at test cleanup.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { t.Helper(); return StartWith(t, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
 	initdb, postgres := findBinaries(t)
 
@@ -121,6 +136,7 @@ func Start(t testing.TB) *Server {
 		sockDir:     filepath.Join(base, "sock"),
 		logPath:     filepath.Join(base, "postgres.log"),
 		runAs:       runAs,
+		opts:        o,
 	}
 	for _, d := range []string{s.dataDir, s.sockDir} {
 		if err := os.Mkdir(d, 0o700); err != nil {
@@ -288,7 +304,7 @@ func (s *Server) launch() error {
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories="+s.sockDir,
 		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
+		"-c", "synchronous_commit="+map[bool]string{true: "on", false: "off"}[s.opts.Durable],
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=200",
 	)

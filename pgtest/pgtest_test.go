@@ -215,3 +215,28 @@ func TestURLPrivate(t *testing.T) {
 		t.Fatalf("URL(t) = %s, want a fresh database, not the maintenance one", u)
 	}
 }
+
+// TestDurableKeepsCommitsThroughStop: every commit a Durable server
+// acknowledged is there after a Stop (immediate shutdown) and Restart.
+func TestDurableKeepsCommitsThroughStop(t *testing.T) {
+	t.Parallel()
+	s := pgtest.StartWith(t, pgtest.Options{Durable: true})
+	conn := connect(t, s.URL())
+	if got := queryString(t, conn, "SHOW synchronous_commit"); got != "on" {
+		t.Fatalf("synchronous_commit = %q, want on", got)
+	}
+	if _, err := conn.Exec(ctx(t), "CREATE TABLE t (n int)"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := conn.Exec(ctx(t), "INSERT INTO t VALUES ($1)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close(context.Background())
+	s.Stop(t)
+	s.Restart(t)
+	if got := queryString(t, connect(t, s.URL()), "SELECT count(*)::text FROM t"); got != "200" {
+		t.Fatalf("%s rows after the restart, want 200", got)
+	}
+}

@@ -53,6 +53,13 @@ type Options struct {
 	// (--port 0 --tls-port P) with a generated CA and server certificate
 	// valid for 127.0.0.1 and localhost. Client certificates are not required.
 	TLS bool
+	// AppendOnly, when set, persists every write in an append-only file in
+	// the server's directory, as the Compose deployment does (appendonly
+	// yes, appendfsync everysec), so a Stop (SIGKILL) and Restart keeps
+	// what the server acknowledged: Redis writes the file before it
+	// answers, and a killed process loses nothing the kernel already has.
+	// Without it a restarted server starts empty.
+	AppendOnly bool
 }
 
 // Server is a redis-server process owned by a test.
@@ -262,12 +269,16 @@ func (s *Server) args() []string {
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
 		"--save", "",
-		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", "",
 		// DEBUG SLEEP etc. are handy for simulating a slow server; only
 		// local connections may use them.
 		"--enable-debug-command", "local",
+	}
+	if s.opts.AppendOnly {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
+	} else {
+		args = append(args, "--appendonly", "no")
 	}
 	if s.opts.TLS {
 		args = append(args,

@@ -256,6 +256,23 @@ func TestStopRestart(t *testing.T) {
 	mustReply(t, c3, r3, "+PONG", "PING")
 }
 
+// TestAppendOnlySurvivesKill: with AppendOnly, what the server answered
+// OK to is there after a SIGKILL and a restart.
+func TestAppendOnlySurvivesKill(t *testing.T) {
+	t.Parallel()
+	s := redistest.Start(t, redistest.Options{AppendOnly: true})
+	c, r := dial(t, s.Addr(), nil)
+	for i := range 100 {
+		mustReply(t, c, r, "+OK", "SET", fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", i))
+	}
+	mustReply(t, c, r, ":1", "INCR", "n")
+	s.Stop(t)
+	s.Restart(t)
+	c2, r2 := dial(t, s.Addr(), nil)
+	mustReply(t, c2, r2, ":101", "DBSIZE")
+	mustReply(t, c2, r2, ":2", "INCR", "n")
+}
+
 func TestURLPrivate(t *testing.T) {
 	t.Setenv("REDIS_TEST_URL", "")
 	u := redistest.URL(t)
