@@ -13,8 +13,10 @@
 // the first instance to remove it from the set (ZREM answering 1) marks
 // the sessions it ran as lost, once. Sessions recorded as running on an
 // instance that is not registered at all (it died while Redis was being
-// restarted, say) are marked lost by any instance that has itself been
-// registered for a full TTL. Every instance keeps the list of live
+// restarted, say) are marked lost too. Only an instance that has renewed
+// its own entry without a failure for a full TTL judges the others: when
+// Redis comes back from an outage every entry has expired, and the live
+// instances get a TTL to renew theirs before anyone is declared dead. Every instance keeps the list of live
 // instances from its last renewal, so looking one up costs no round trip.
 //
 // Clocks: scores compare instances' clocks, so they must agree to well
@@ -69,7 +71,9 @@ type Registry struct {
 	o        Options
 	log      *slog.Logger
 	draining atomic.Bool
-	since    time.Time // first successful renewal
+
+	sinceMu sync.Mutex
+	since   time.Time // first successful renewal since the last failed one
 
 	mu   sync.RWMutex
 	live map[string]Instance
@@ -184,16 +188,29 @@ func (r *Registry) Renew(ctx context.Context) error {
 		[]string{"ZRANGE", r.setKey(), "0", "-1", "WITHSCORES"},
 		[]string{"HGETALL", r.infoKey()},
 	)
-	if err != nil {
-		return err
-	}
-	for _, x := range res {
-		if x.Err != nil {
-			return x.Err
+	if err == nil {
+		for _, x := range res {
+			if x.Err != nil {
+				err = x.Err
+				break
+			}
 		}
 	}
-	if r.since.IsZero() {
+	r.sinceMu.Lock()
+	switch {
+	case err != nil:
+		r.since = time.Time{}
+	case r.since.IsZero():
 		r.since = now
+	}
+	// Only an instance that has itself renewed without a gap for a full
+	// TTL judges the others: after an outage of Redis (or of this
+	// instance's link to it) every entry has expired, and the others need
+	// a TTL to renew theirs before their silence means anything.
+	judge := !r.since.IsZero() && now.Sub(r.since) >= r.o.TTL
+	r.sinceMu.Unlock()
+	if err != nil {
+		return err
 	}
 	pairs, _ := res[2].Value.Strings()
 	infos, _ := res[3].Value.Strings()
@@ -221,6 +238,9 @@ func (r *Registry) Renew(ctx context.Context) error {
 	r.live = live
 	r.mu.Unlock()
 
+	if !judge {
+		return nil
+	}
 	for _, id := range dead {
 		removed, err := r.o.KV.Do(ctx, "ZREM", r.setKey(), id)
 		if n, _ := removed.Int(); err != nil || n != 1 {
@@ -229,9 +249,9 @@ func (r *Registry) Renew(ctx context.Context) error {
 		r.o.KV.Do(ctx, "HDEL", r.infoKey(), id)
 		r.markLost(ctx, id, "its registration expired")
 	}
-	// Sessions of instances nobody has heard of, once this instance has
-	// seen a full TTL of renewals (time for the others to register).
-	if r.o.RunningInstances != nil && now.Sub(r.since) > r.o.TTL {
+	// Sessions of instances nobody has heard of (time enough for the
+	// others to register has passed: see judge).
+	if r.o.RunningInstances != nil {
 		ids, err := r.o.RunningInstances(ctx)
 		if err != nil {
 			return err

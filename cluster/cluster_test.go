@@ -137,6 +137,75 @@ func testCloseRemovesTheEntry(t *testing.T, url, prefix string) {
 	}
 }
 
+// TestRedisOutageDeclaresNobodyDead: when Redis comes back from an outage
+// longer than the TTL, every entry has expired; the first instance to
+// renew must give the others a TTL to renew theirs instead of declaring
+// them dead. An instance that stays silent after that is dead.
+func TestRedisOutageDeclaresNobodyDead(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AppendOnly: true})
+	clock := storetest.NewManualClock(time.Now())
+	var lost sync.Map
+	a, b, c := newNode(t, srv.URL(), "test:", "a", clock, &lost), newNode(t, srv.URL(), "test:", "b", clock, &lost), newNode(t, srv.URL(), "test:", "c", clock, &lost)
+	ctx := t.Context()
+	renew := func(n *node) {
+		t.Helper()
+		// The client reconnects after a restart: retry until it has.
+		deadline := time.Now().Add(10 * time.Second)
+		for err := n.Renew(ctx); err != nil; err = n.Renew(ctx) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s cannot renew: %v", n.Self(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, n := range []*node{a, b, c} {
+		renew(n)
+	}
+	for range 3 { // past a full TTL of its own for each, renewing in time
+		clock.Advance(30 * time.Minute)
+		for _, n := range []*node{a, b, c} {
+			renew(n)
+		}
+	}
+
+	srv.Stop(t)
+	clock.Advance(2 * time.Hour) // the outage outlasts the TTL
+	for _, n := range []*node{a, b, c} {
+		if err := n.Renew(ctx); err == nil {
+			t.Fatalf("%s renewed with Redis down", n.Self())
+		}
+	}
+	srv.Restart(t)
+	renew(a) // a is back first: b's and c's entries have expired
+	clock.Advance(10 * time.Minute)
+	renew(b)
+	renew(c)
+	renew(a)
+	lost.Range(func(k, v any) bool {
+		t.Errorf("%v was marked lost after the outage", k)
+		return true
+	})
+	if got := len(a.Live()); got != 3 {
+		t.Fatalf("a sees %d live instances after the others renewed", got)
+	}
+
+	// A full TTL later c has not renewed: now it is dead, once.
+	clock.Advance(30 * time.Minute)
+	renew(b)
+	clock.Advance(31 * time.Minute)
+	renew(a)
+	renew(b)
+	n, ok := lost.Load("c")
+	if !ok || n.(*atomic.Int64).Load() != 1 {
+		t.Fatalf("c, silent for a TTL after the outage, marked lost %v times, want once", n)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, ok := lost.Load(id); ok {
+			t.Errorf("%s was marked lost", id)
+		}
+	}
+}
+
 func TestUnregisteredOwnersSessionsAreLostAfterATTL(t *testing.T) {
 	url := redistest.Start(t, redistest.Options{}).URL()
 	clock := storetest.NewManualClock(time.Now())
