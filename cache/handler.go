@@ -134,7 +134,7 @@ func render(next http.Handler, r *http.Request) (Entry, error) {
 	for _, h := range []string{"If-None-Match", "If-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range"} {
 		r.Header.Del(h)
 	}
-	rec := &recorder{header: make(http.Header)}
+	rec := NewRecorder()
 	next.ServeHTTP(rec, r)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
@@ -258,16 +258,34 @@ func (u *uncachedResponse) Error() string {
 
 func (u *uncachedResponse) passThrough() {}
 
-// recorder is the http.ResponseWriter next writes a miss into.
-type recorder struct {
+// Recorder is an http.ResponseWriter that holds a whole response in
+// memory: the cache records a miss into it, and other handlers use it to
+// decide what to answer once the response is complete.
+type Recorder struct {
 	header http.Header
 	status int
 	body   bytes.Buffer
 }
 
-func (r *recorder) Header() http.Header { return r.header }
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder { return &Recorder{header: make(http.Header)} }
 
-func (r *recorder) WriteHeader(status int) {
+// Status is the response's status (200 if the handler wrote a body
+// without one; 0 if it wrote nothing).
+func (r *Recorder) Status() int { return r.status }
+
+// Send writes the held response to w.
+func (r *Recorder) Send(w http.ResponseWriter) {
+	for k, v := range r.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(max(r.status, http.StatusOK))
+	w.Write(r.body.Bytes())
+}
+
+func (r *Recorder) Header() http.Header { return r.header }
+
+func (r *Recorder) WriteHeader(status int) {
 	if r.status != 0 {
 		return
 	}
@@ -277,7 +295,7 @@ func (r *recorder) WriteHeader(status int) {
 	r.status = status
 }
 
-func (r *recorder) Write(p []byte) (int, error) {
+func (r *Recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
@@ -286,4 +304,4 @@ func (r *recorder) Write(p []byte) (int, error) {
 
 // Flush does nothing: the response is sent when complete. It exists so
 // that handlers asserting http.Flusher still run.
-func (r *recorder) Flush() {}
+func (r *Recorder) Flush() {}

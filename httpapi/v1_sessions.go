@@ -6,11 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/cache"
 	"github.com/agentapi-mt/agentapi/runner"
 )
 
@@ -144,13 +146,26 @@ func (v *V1) sessionAPI(w http.ResponseWriter, r *http.Request) {
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = rest
 		r2.URL.RawPath = ""
-		if !call.message && call.upload == nil {
+		switch {
+		case call.message:
+			v.serveRecorded(w, r2, h, p, id, served)
+		case rest == "/messages" && r.Method == http.MethodGet:
+			// What a client reads is stored first, so that it is never
+			// lost; with the database down it is shown anyway (and stored
+			// once the database answers).
+			held := cache.NewRecorder()
+			h.ServeHTTP(held, r2)
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			v.Runner.Record(ctx, p.TenantID, id)
+			cancel()
+			held.Send(w)
+		case call.upload != nil:
+			rec := &statusRecorder{ResponseWriter: w}
+			h.ServeHTTP(rec, r2)
+			served(rec.status)
+		default:
 			h.ServeHTTP(w, r2) // streams (events) keep the plain writer
-			return
 		}
-		rec := &statusRecorder{ResponseWriter: w}
-		h.ServeHTTP(rec, r2)
-		served(rec.status)
 		return
 	}
 	if rest == "/messages" && r.Method == http.MethodGet {
@@ -171,4 +186,32 @@ func (v *V1) sessionAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	state := strings.ReplaceAll(s.State, "_", " ")
 	WriteError(w, agentapi.E("sessions", agentapi.KindConflict, errors.New("the agent session is "+state+"; only GET messages (its transcript) is available")))
+}
+
+// recordTimeout bounds how long acknowledging a message waits for its
+// transcript to be stored (the database may be restarting).
+const recordTimeout = 10 * time.Second
+
+// serveRecorded delivers a message to a running session's agent and
+// acknowledges it only once the transcript holding it is stored: an
+// acknowledged message is never lost, even if this instance dies the next
+// moment. If the store does not take it within recordTimeout the answer is
+// 503 -- the agent has the message, and the transcript is stored once the
+// database answers again, unless this instance dies first.
+func (v *V1) serveRecorded(w http.ResponseWriter, r *http.Request, h http.Handler, p *Principal, id string, served func(int)) {
+	held := cache.NewRecorder()
+	h.ServeHTTP(held, r)
+	served(held.Status())
+	if held.Status()/100 == 2 {
+		ctx, cancel := context.WithTimeout(r.Context(), recordTimeout)
+		err := v.Runner.Record(ctx, p.TenantID, id)
+		cancel()
+		if err != nil {
+			v.Log.Error("a message was delivered but its transcript could not be stored in time", "session", id, "error", err)
+			WriteError(w, agentapi.E("sessions.message", agentapi.KindUnavailable,
+				errors.New("the agent received the message, but the database could not record it in time; do not resend it -- the transcript is stored once the database answers")))
+			return
+		}
+	}
+	held.Send(w)
 }

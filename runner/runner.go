@@ -119,6 +119,8 @@ type session struct {
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when fully stopped and recorded
 	writerWG sync.WaitGroup
+	recordMu sync.Mutex    // held while storing the transcript (store)
+	log      transcriptLog // what is stored; under recordMu
 }
 
 // New returns a Manager and starts its idle janitor.
@@ -438,16 +440,17 @@ func (m *Manager) writeTranscript(s *session) {
 	}
 }
 
+// record stores what changed in the transcript at a message update. A
+// write that fails is made again at the next update, at the next janitor
+// sweep, or when the session stops, whichever comes first.
 func (m *Manager) record(s *session, ev agent.Event) {
-	u, ok := ev.Data.(agent.MessageUpdate)
-	if !ok {
+	if _, ok := ev.Data.(agent.MessageUpdate); !ok {
 		return
 	}
-	msg := agentapi.Message{ID: u.ID, Role: u.Role, Content: u.Message, Time: u.Time}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := m.o.Store.PutMessage(ctx, s.rec.TenantID, s.rec.ID, msg); err != nil {
-		m.log.Error("writing a transcript message failed; it is written again when the session stops", "session", s.rec.ID, "error", err)
+	if err := m.store(ctx, s); err != nil {
+		m.log.Error("writing the transcript failed; it is written again at the next update, sweep or stop", "session", s.rec.ID, "error", err)
 	}
 }
 
@@ -474,11 +477,8 @@ func (m *Manager) finish(s *session, state string, exitErr error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// The final write covers any update the live writer could not store.
-		for _, msg := range s.agent.Messages() {
-			if err := m.o.Store.PutMessage(ctx, s.rec.TenantID, s.rec.ID, msg); err != nil {
-				m.log.Error("writing the final transcript failed", "session", s.rec.ID, "error", err)
-				break
-			}
+		if err := m.store(ctx, s); err != nil {
+			m.log.Error("writing the final transcript failed", "session", s.rec.ID, "error", err)
 		}
 		now := time.Now().UTC()
 		m.account(s, now, true)
@@ -632,8 +632,11 @@ func (m *Manager) janitor(ctx context.Context) {
 	}
 }
 
-// sweep reports run time and stops agents idle for longer than their
-// tenant's (or else the server's) idle timeout.
+// sweep reports run time, stops agents idle for longer than their
+// tenant's (or else the server's) idle timeout, and stops agents whose
+// session the records say has ended: another instance marked it lost
+// while this one was cut off from Redis for longer than the instance
+// TTL. The record keeps the state it has; the transcript is completed.
 func (m *Manager) sweep(ctx context.Context) {
 	now := time.Now()
 	m.mu.Lock()
@@ -645,6 +648,15 @@ func (m *Manager) sweep(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	for _, s := range live {
+		if rec, err := m.o.Store.GetAgentSession(ctx, s.rec.TenantID, s.rec.ID); err == nil && rec.State != agentapi.SessionRunning {
+			m.log.Warn("the records say this running agent session has ended (this instance was presumed dead); stopping its agent",
+				"session", s.rec.ID, "state", rec.State)
+			m.finish(s, rec.State, nil)
+			continue
+		}
+		if err := m.store(ctx, s); err != nil {
+			m.log.Warn("writing the transcript failed again at the sweep", "session", s.rec.ID, "error", err)
+		}
 		m.account(s, now, false)
 		timeout := m.o.IdleTimeout
 		if m.o.Tenant != nil {

@@ -135,3 +135,51 @@ func TestChangedIsToldOfEverySessionWrite(t *testing.T) {
 		t.Fatalf("after stop: %v", seen)
 	}
 }
+
+// TestSweepStopsSessionsMarkedEndedElsewhere: a session another instance
+// marked lost (this one was presumed dead) is stopped here at the next
+// sweep; its record stays lost and its transcript is complete.
+func TestSweepStopsSessionsMarkedEndedElsewhere(t *testing.T) {
+	m, db := newManager(t, Options{})
+	ctx := context.Background()
+	rec, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	s := m.running[rec.ID]
+	m.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(s.agent.Messages()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never greeted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lost := rec
+	lost.State = agentapi.SessionLost
+	now := time.Now().UTC()
+	lost.StoppedAt = &now
+	if err := db.UpdateAgentSession(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	m.sweep(ctx)
+	if _, ok := m.Handler("acme", rec.ID); ok {
+		t.Fatal("the session marked lost still runs after the sweep")
+	}
+	if _, ok := m.Handler("acme", keep.ID); !ok {
+		t.Fatal("the sweep stopped a session still recorded as running")
+	}
+	got, err := db.GetAgentSession(ctx, "acme", rec.ID)
+	if err != nil || got.State != agentapi.SessionLost {
+		t.Fatalf("record after the sweep: %+v %v, want lost", got, err)
+	}
+	msgs, err := db.Messages(ctx, "acme", rec.ID)
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("transcript of the stopped session: %v %v", msgs, err)
+	}
+}
