@@ -65,7 +65,18 @@ type Options struct {
 	// Instance names this process in the batches it pushes. Default: a
 	// random id, which is what every process must have -- two live
 	// Recorders with the same Instance would drop each other's batches.
+	// A Recorder that takes over a journal uses the journal's instance.
 	Instance string
+	// Journal, when set, is the path of a file that keeps the counts not
+	// pushed yet through a crash of the process: Add appends each count
+	// to it (one write(2), no fsync: the kernel keeps it when the process
+	// dies; a crash of the machine loses what it had not written out).
+	// The next Recorder started on the same path -- the same instance
+	// restarted -- pushes them. It costs Add a system call under one
+	// lock. The file is locked: New fails when another live process
+	// holds it. Default: none, and a killed process loses the counts of
+	// its last PushInterval.
+	Journal string
 }
 
 // numShards is the number of maps Add spreads its counts over. Add picks
@@ -95,7 +106,8 @@ type Recorder struct {
 	instance string
 
 	shards [numShards]shard
-	keys   atomic.Int64 // entries in shards
+	keys   atomic.Int64  // entries in shards
+	js     *journalState // nil without Options.Journal
 	day    atomic.Pointer[dayCache]
 	closed atomic.Bool
 
@@ -160,6 +172,19 @@ func New(o Options) (*Recorder, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	var (
+		j  *journal
+		rp replayed
+	)
+	if o.Journal != "" {
+		var err error
+		if j, rp, err = openJournal(o.Journal); err != nil {
+			return nil, agentapi.E("usage.New", agentapi.KindUnavailable, fmt.Errorf("usage journal: %w", err))
+		}
+		if rp.instance != "" {
+			o.Instance = rp.instance
+		}
+	}
 	if o.Instance == "" {
 		var b [8]byte
 		rand.Read(b[:])
@@ -168,6 +193,30 @@ func New(o Options) (*Recorder, error) {
 	r := &Recorder{store: o.Store, db: o.DB, o: o, now: o.Now, log: o.Logger, instance: o.Instance}
 	for i := range r.shards {
 		r.shards[i].m = map[key]int64{}
+	}
+	if j != nil {
+		// Take over what a crashed predecessor left: its batch in flight
+		// goes first, as it was; its other counts wait for the next push.
+		r.seq, r.inflight = rp.seq, rp.inflight
+		if rp.inflight != nil {
+			var units int64
+			for _, row := range rp.inflight.Rows {
+				units += row.Count
+			}
+			r.inflightUnits.Store(units)
+		}
+		for _, row := range rp.pending {
+			r.addLocal(row.key(), row.Count)
+		}
+		if err := j.rewrite(r.instance, r.seq, r.inflight, rp.pending); err != nil {
+			j.close()
+			return nil, agentapi.E("usage.New", agentapi.KindUnavailable, fmt.Errorf("usage journal: %w", err))
+		}
+		r.js = &journalState{j: j, maxSize: journalMaxSize}
+		if rp.inflight != nil || len(rp.pending) > 0 {
+			r.log.Info("usage: counts a previous run left in the journal will be pushed", "journal", o.Journal,
+				"in_flight", r.inflightUnits.Load(), "pending", len(rp.pending))
+		}
 	}
 	r.loopCtx, r.cancel = context.WithCancel(context.Background())
 	if o.PushInterval > 0 {
@@ -237,21 +286,61 @@ func (r *Recorder) Add(tenant, user string, m Metric, n int64) {
 		return
 	}
 	k := key{tenant: tenant, user: user, day: r.today(), metric: m}
+	if r.js == nil {
+		r.addLocal(k, n)
+		return
+	}
+	r.js.mu.Lock()
+	defer r.js.mu.Unlock()
+	if r.addLocal(k, n) {
+		r.journalWrite(r.js.j.add(k, n))
+	}
+}
+
+// addLocal adds n to k in a shard and reports whether it was taken
+// (MaxKeys).
+func (r *Recorder) addLocal(k key, n int64) bool {
 	s := &r.shards[mrand.Uint32()%numShards]
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if v, ok := s.m[k]; ok {
 		s.m[k] = v + n
-		s.mu.Unlock()
-		return
+		return true
 	}
 	if r.keys.Add(1) > int64(r.o.MaxKeys) {
 		r.keys.Add(-1)
-		s.mu.Unlock()
 		r.dropped.Add(n)
-		return
+		return false
 	}
 	s.m[k] = n
-	s.mu.Unlock()
+	return true
+}
+
+// journalWrite notes the outcome of a journal write; caller holds js.mu.
+// A failing journal is logged once: counting goes on in memory.
+func (r *Recorder) journalWrite(err error) {
+	switch {
+	case err != nil && !r.js.failed:
+		r.js.failed = true
+		r.log.Error("usage: writing the journal failed; counts not pushed yet are lost if this process dies", "journal", r.o.Journal, "error", err)
+	case err == nil && r.js.failed:
+		r.js.failed = false
+		r.log.Info("usage: writing the journal works again", "journal", r.o.Journal)
+	}
+}
+
+// peek sums the counts waiting in the shards, leaving them there.
+func (r *Recorder) peek() []Row {
+	sums := map[key]int64{}
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for k, n := range s.m {
+			sums[k] += n
+		}
+		s.mu.Unlock()
+	}
+	return rowsOf(sums)
 }
 
 // today returns the current UTC day, recomputed only when the clock left
@@ -302,11 +391,22 @@ func (r *Recorder) Push(ctx context.Context) error {
 	defer r.pushMu.Unlock()
 	for range 2 { // the failed batch, if any, then the fresh counts
 		if r.inflight == nil {
+			if r.js != nil {
+				r.js.mu.Lock()
+			}
 			rows := r.drain()
+			if len(rows) > 0 {
+				r.seq++
+				if r.js != nil {
+					r.journalWrite(r.js.j.batch(r.seq))
+				}
+			}
+			if r.js != nil {
+				r.js.mu.Unlock()
+			}
 			if len(rows) == 0 {
 				return nil
 			}
-			r.seq++
 			r.inflight = &Batch{Instance: r.instance, Seq: r.seq, Rows: rows}
 			var units int64
 			for _, row := range rows {
@@ -320,6 +420,14 @@ func (r *Recorder) Push(ctx context.Context) error {
 		}
 		r.pushes.Add(1)
 		r.pushedUnits.Add(r.inflightUnits.Swap(0))
+		if r.js != nil {
+			r.js.mu.Lock()
+			r.journalWrite(r.js.j.pushed(r.inflight.Seq))
+			if r.js.j.size > r.js.maxSize {
+				r.journalWrite(r.js.j.rewrite(r.instance, r.seq, nil, r.peek()))
+			}
+			r.js.mu.Unlock()
+		}
 		r.inflight = nil
 	}
 	return nil
@@ -453,9 +561,23 @@ func (r *Recorder) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
 		r.stopLoops()
 		r.closed.Store(true)
-		if err := retry(ctx, r.Push); err != nil {
+		err := retry(ctx, r.Push)
+		if r.js != nil {
+			r.js.mu.Lock()
+			if err == nil {
+				// Everything is pushed: the journal keeps only its header.
+				r.journalWrite(r.js.j.rewrite(r.instance, r.seq, nil, nil))
+			}
+			r.js.j.close()
+			r.js.mu.Unlock()
+		}
+		if err != nil {
+			what := "are lost"
+			if r.js != nil {
+				what = "stay in the journal for the next start"
+			}
 			r.closeErr = agentapi.E("usage.Close", agentapi.KindUnavailable,
-				fmt.Errorf("%d counted units could not be pushed and are lost: %w", r.Stats().Unpushed, err))
+				fmt.Errorf("%d counted units could not be pushed and %s: %w", r.Stats().Unpushed, what, err))
 			return
 		}
 		r.closeErr = retry(ctx, r.Flush)

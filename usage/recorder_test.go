@@ -41,6 +41,9 @@ func TestRecorder(t *testing.T) {
 		{"ReportExactDuringFlushes", testReportDuringFlushes},
 		{"QuotaSeededFromUsage", testQuotaSeed},
 		{"DaysAndDrops", testDaysAndDrops},
+		{"JournalKillLosesNothing", testJournalKillLosesNothing},
+		{"JournalInflightCountedOnce", testJournalInflightCountedOnce},
+		{"JournalRewriteAndDamage", testJournalRewriteAndDamage},
 	}
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {

@@ -116,6 +116,11 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		},
 	})
 	db.SetGuard(sql.Guard(breakers.Guard("database")))
+	// A database back from an outage is used again within a second, not
+	// after the rest of CIRCUIT_BREAKER_TIMEOUT: a ping (past the breaker)
+	// closes it.
+	stopDBWatch := breakers.Watch("database", time.Second, db.Ping)
+	defer stopDBWatch()
 
 	// Tenant configuration and feature flags: local, then Redis, then the
 	// database; changes reach every instance within a second.
@@ -154,7 +159,20 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 	if sw != nil {
 		usageStore, flushEvery = usage.NewRedis(sw, usage.RedisOptions{Prefix: "agentapi:"}), usage.DefaultFlushInterval
 	}
-	meter, err := usage.New(usage.Options{Store: usageStore, DB: db, FlushInterval: flushEvery, Logger: log})
+	uopts := usage.Options{Store: usageStore, DB: db, FlushInterval: flushEvery, Logger: log}
+	if sw != nil {
+		// With Redis holding what was pushed, a journal in the data
+		// directory keeps what was not: a killed instance, restarted,
+		// loses no count. (Without Redis the pushed counts die with the
+		// process anyway.)
+		uopts.Journal = filepath.Join(cfg.DataDir, "usage.journal")
+	}
+	meter, err := usage.New(uopts)
+	if err != nil && uopts.Journal != "" {
+		log.Warn("usage: cannot use the journal; a killed instance loses the counts of its last second", "error", err)
+		uopts.Journal = ""
+		meter, err = usage.New(uopts)
+	}
 	if err != nil {
 		return fail("cannot start usage tracking", "error", err)
 	}
