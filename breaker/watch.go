@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/internal/every"
 )
 
 // Watch closes the breaker called name as soon as its dependency answers
@@ -26,29 +27,22 @@ func (r *Registry) Watch(name string, interval time.Duration, probe func(ctx con
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+		every.Run(ctx, interval, func(ctx context.Context) {
 			if !r.Enabled() || r.Get(name).State() != agentapi.BreakerOpen {
-				continue
+				return
 			}
 			pctx, pcancel := context.WithTimeout(ctx, interval)
 			err := probe(pctx)
 			pcancel()
 			if err != nil || ctx.Err() != nil {
-				continue
+				return
 			}
 			if err := r.Reset(ctx, name); err != nil {
 				r.log.Warn("breaker: the dependency answers again, but closing the breaker everywhere failed", "breaker", name, "error", err)
-				continue
+				return
 			}
 			r.log.Info("breaker: the dependency answers again; breaker closed", "breaker", name)
-		}
+		})
 	}()
 	return func() {
 		cancel()

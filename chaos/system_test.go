@@ -3,7 +3,6 @@ package chaos
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentapi-mt/agentapi/auth"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"github.com/agentapi-mt/agentapi/pgtest"
 	"github.com/agentapi-mt/agentapi/redistest"
 )
@@ -96,16 +96,6 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startSystem starts Redis (append-only), a PostgreSQL of its own (to
 // restart) and n instances.
 func startSystem(t *testing.T, n int) *system {
@@ -128,7 +118,10 @@ func startSystem(t *testing.T, n int) *system {
 	}
 	logs := logDir(t)
 	for i := range n {
-		port := freePort(t)
+		port, err := testproc.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
 		id := fmt.Sprintf("chaos-%c", 'a'+i)
 		f, err := os.Create(filepath.Join(logs, id+".log"))
 		if err != nil {

@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentapi-mt/agentapi/internal/every"
 	"github.com/agentapi-mt/agentapi/kv"
 )
 
@@ -160,18 +161,11 @@ func (r *Registry) Place() (Instance, bool) {
 
 func (r *Registry) loop(ctx context.Context) {
 	defer close(r.done)
-	t := time.NewTicker(r.o.TTL / 5)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Run(ctx, r.o.TTL/5, func(ctx context.Context) {
 		if err := r.Renew(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("cluster: renewing this instance failed", "error", err)
 		}
-	}
+	})
 }
 
 // Renew writes this instance's entry, reads the live ones, and marks the

@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/internal/every"
 	"github.com/agentapi-mt/agentapi/kv"
 )
 
@@ -139,16 +140,7 @@ func (s *Service) l2Key(tenantID string) string {
 
 func (s *Service) poller(ctx context.Context) {
 	defer close(s.done)
-	t := time.NewTicker(s.o.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.poll(ctx)
-		}
-	}
+	every.Run(ctx, s.o.PollInterval, s.poll)
 }
 
 // poll reads the epoch once.

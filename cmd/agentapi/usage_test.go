@@ -115,21 +115,27 @@ func TestUsageIsExactAcrossInstancesAndSurvivesShutdownAndKill(t *testing.T) {
 	// 1. One user over three instances: the report (SQL + Redis) reaches
 	// the exact count once every instance has pushed (each pushes every
 	// second), and never goes past it.
-	spread, _ := load("spread", []string{a.base, b.base, c.base}, 12, 600, 0)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		got := count(a.base, "spread")
-		if got > float64(spread) {
-			t.Fatalf("counted %v requests of %d answered", got, spread)
+	// reaches waits until a report through base shows want requests of
+	// user, failing if it ever shows more or not within 15 s.
+	reaches := func(base, user string, want int64, what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got := count(base, user)
+			if got > float64(want) {
+				t.Fatalf("%s: counted %v requests of %d answered", what, got, want)
+			}
+			if got == float64(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the report shows %v of %d requests after 15 s", what, got, want)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if got == float64(spread) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the report shows %v of %d requests after 15 s", got, spread)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	spread, _ := load("spread", []string{a.base, b.base, c.base}, 12, 600, 0)
+	reaches(a.base, "spread", spread, "spread over three instances")
 
 	// 2. Load on C over about 3 s, then SIGKILL at once; load on A, then
 	// SIGTERM at once.
@@ -167,19 +173,6 @@ func TestUsageIsExactAcrossInstancesAndSurvivesShutdownAndKill(t *testing.T) {
 	}
 	// C restarted on its data directory pushes what its journal kept.
 	start("usage-c")
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		after := count(b.base, "killed")
-		if after > float64(killed) {
-			t.Fatalf("after C's restart: %v counted of %d answered", after, killed)
-		}
-		if after == float64(killed) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("C restarted on its journal: %v counted of %d answered, 15 s on", after, killed)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	reaches(b.base, "killed", killed, "C restarted on its journal")
 	t.Logf("spread over 3 instances: %d exact; SIGTERM: %d exact; SIGKILL: %v of %d kept (%d answered in its last 1.5 s), all %d once restarted", spread, stopped, got, killed, recent, killed)
 }
