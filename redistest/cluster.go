@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -187,56 +188,211 @@ func (c *Cluster) logTails() string {
 // (authenticating first when the cluster has a password) and returns its
 // reply: a simple or bulk string, or an integer, as text.
 func (c *Cluster) command(n *Server, args ...string) (string, error) {
+	var out string
+	err := c.session(n, func(conn net.Conn, r *bufio.Reader) (err error) {
+		out, err = call(conn, r, args...)
+		return err
+	})
+	return out, err
+}
+
+// commandList is command for a reply that is an array of bulk strings.
+func (c *Cluster) commandList(n *Server, args ...string) ([]string, error) {
+	var out []string
+	err := c.session(n, func(conn net.Conn, r *bufio.Reader) error {
+		if err := send(conn, args); err != nil {
+			return err
+		}
+		head, err := readLine(r, args[0])
+		if err != nil {
+			return err
+		}
+		count, err := strconv.Atoi(strings.TrimPrefix(head, "*"))
+		if !strings.HasPrefix(head, "*") || err != nil {
+			return fmt.Errorf("%s: unexpected reply %q", args[0], head)
+		}
+		for range count {
+			line, err := readLine(r, args[0])
+			if err != nil {
+				return err
+			}
+			v, err := readBulk(r, args[0], line)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// session dials node n, authenticates when the cluster has a password,
+// and runs fn on the connection.
+func (c *Cluster) session(n *Server, fn func(net.Conn, *bufio.Reader) error) error {
 	conn, err := net.DialTimeout("tcp", n.Addr(), time.Second)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		return "", err
+		return err
 	}
 	r := bufio.NewReader(conn)
 	if c.password != "" {
 		if _, err := call(conn, r, "AUTH", c.password); err != nil {
-			return "", err
+			return err
 		}
 	}
-	return call(conn, r, args...)
+	return fn(conn, r)
 }
 
-// call writes one RESP command and reads a scalar reply.
-func call(w io.Writer, r *bufio.Reader, args ...string) (string, error) {
+// send writes one RESP command.
+func send(w io.Writer, args []string) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
 	for _, a := range args {
 		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
 	}
-	if _, err := w.Write(b.Bytes()); err != nil {
-		return "", err
-	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// readLine reads one reply line, without its CRLF; an error reply is an
+// error.
+func readLine(r *bufio.Reader, cmd string) (string, error) {
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return "", err
 	}
 	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
+	switch {
+	case line == "":
 		return "", errors.New("empty reply")
+	case line[0] == '-':
+		return "", fmt.Errorf("%s: %s", cmd, line[1:])
+	}
+	return line, nil
+}
+
+// readBulk reads the body of the bulk string whose header is line.
+func readBulk(r *bufio.Reader, cmd, line string) (string, error) {
+	size, err := strconv.Atoi(strings.TrimPrefix(line, "$"))
+	if !strings.HasPrefix(line, "$") || err != nil || size < 0 {
+		return "", fmt.Errorf("%s: unexpected reply %q", cmd, line)
+	}
+	buf := make([]byte, size+2)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return "", err
+	}
+	return string(buf[:size]), nil
+}
+
+// call writes one RESP command and reads a scalar reply.
+func call(w io.Writer, r *bufio.Reader, args ...string) (string, error) {
+	if err := send(w, args); err != nil {
+		return "", err
+	}
+	line, err := readLine(r, args[0])
+	if err != nil {
+		return "", err
 	}
 	switch line[0] {
 	case '+', ':':
 		return line[1:], nil
-	case '-':
-		return "", fmt.Errorf("%s: %s", args[0], line[1:])
 	case '$':
-		size, err := strconv.Atoi(line[1:])
-		if err != nil || size < 0 {
-			return "", fmt.Errorf("%s: unexpected reply %q", args[0], line)
-		}
-		buf := make([]byte, size+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:size]), nil
+		return readBulk(r, args[0], line)
 	}
 	return "", fmt.Errorf("%s: unexpected reply %q", args[0], line)
+}
+
+// MoveSlot moves slot, and the keys in it, to node to (an index into
+// Nodes) while the cluster serves, the way redis-cli --cluster reshard
+// does: the target imports, the owner migrates, the keys go over with
+// MIGRATE in batches, and every node is told the new owner. Clients get
+// ASK replies while the slot moves and MOVED ones afterwards.
+func (c *Cluster) MoveSlot(t testing.TB, slot, to int) {
+	t.Helper()
+	if err := c.moveSlot(slot, to); err != nil {
+		t.Fatalf("redistest: moving slot %d to node %d: %v%s", slot, to, err, c.logTails())
+	}
+}
+
+func (c *Cluster) moveSlot(slot, to int) error {
+	s := strconv.Itoa(slot)
+	ids := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		id, err := c.command(n, "CLUSTER", "MYID")
+		if err != nil {
+			return err
+		}
+		ids[i] = id
+	}
+	owner, err := c.slotOwner(c.nodes[to], slot)
+	if err != nil {
+		return err
+	}
+	from := slices.Index(ids, owner)
+	if from < 0 || from == to {
+		return fmt.Errorf("node %d already serves it", to)
+	}
+	src, dst := c.nodes[from], c.nodes[to]
+	if _, err := c.command(dst, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[from]); err != nil {
+		return err
+	}
+	if _, err := c.command(src, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[to]); err != nil {
+		return err
+	}
+	for {
+		keys, err := c.commandList(src, "CLUSTER", "GETKEYSINSLOT", s, "100")
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []string{"MIGRATE", "127.0.0.1", strconv.Itoa(dst.port), "", "0", "5000"}
+		if c.password != "" {
+			args = append(args, "AUTH", c.password)
+		}
+		if _, err := c.command(src, append(append(args, "KEYS"), keys...)...); err != nil {
+			return err
+		}
+	}
+	// The new owner first, then the old one, then the others (as redis-cli).
+	order := []*Server{dst, src}
+	for i, n := range c.nodes {
+		if i != from && i != to {
+			order = append(order, n)
+		}
+	}
+	for _, n := range order {
+		if _, err := c.command(n, "CLUSTER", "SETSLOT", s, "NODE", ids[to]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// slotOwner asks node n which node id serves slot (CLUSTER NODES).
+func (c *Cluster) slotOwner(n *Server, slot int) (string, error) {
+	nodes, err := c.command(n, "CLUSTER", "NODES")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		for _, r := range f[min(len(f), 8):] {
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && slot >= l && slot <= h {
+				return f[0], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no node serves slot %d", slot)
 }

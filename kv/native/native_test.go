@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -567,4 +568,86 @@ func TestClusterNodeDown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestClusterResharding: a slot moves to another node while a client
+// runs scripts, pipelines and cached reads on its keys. Every call
+// succeeds (the client follows ASK and MOVED), the script's two counters
+// stay equal and exact, and cached reads see the moved keys' new values.
+func TestClusterResharding(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, redistest.ClusterOptions{})
+	c := dial(t, native.Options{URL: cl.URL()})
+	slot := kv.Slot("{rs}")
+	// Keys enough that MIGRATE takes several batches.
+	for i := range 250 {
+		do(t, c, "SET", fmt.Sprintf("{rs}:k%d", i), "v")
+	}
+	both := kv.NewScript(`redis.call("INCR", KEYS[1]); return redis.call("INCR", KEYS[2])`)
+	ctx := testCtx(t)
+	stop := make(chan struct{})
+	var scripts, pipes, reads atomic.Int64
+	errs := make(chan error, 100)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := c.Eval(ctx, both, []string{"{rs}:a", "{rs}:b"}); err != nil {
+				errs <- fmt.Errorf("script: %w", err)
+				continue
+			}
+			scripts.Add(1)
+			res, err := c.Pipeline(ctx, []string{"INCR", "{rs}:p"}, []string{"GET", "{rs}:k7"})
+			if err == nil {
+				err = res[0].Err
+			}
+			if err != nil {
+				errs <- fmt.Errorf("pipeline: %w", err)
+				continue
+			}
+			pipes.Add(1)
+			if _, err := kv.DoCached(ctx, c, time.Minute, "GET", "{rs}:k3"); err != nil {
+				errs <- fmt.Errorf("cached read: %w", err)
+				continue
+			}
+			reads.Add(1)
+		}
+	})
+	for scripts.Load() < 20 {
+		time.Sleep(time.Millisecond)
+	}
+	owner := slot * 3 / kv.Slots
+	movedBefore := movedReplies(t, cl.Addrs())
+	cl.MoveSlot(t, slot, (owner+1)%3)
+	do(t, c, "SET", "{rs}:k3", "after the move")
+	n := scripts.Load()
+	for scripts.Load() < n+20 {
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("during the move: %v", err)
+	}
+	text := func(v kv.Value) string { s, _ := v.Text(); return s }
+	if a, b := text(do(t, c, "GET", "{rs}:a")), text(do(t, c, "GET", "{rs}:b")); a != b || a != fmt.Sprint(scripts.Load()) {
+		t.Errorf("script counters %s and %s after %d scripts", a, b, scripts.Load())
+	}
+	if p := text(do(t, c, "GET", "{rs}:p")); p != fmt.Sprint(pipes.Load()) {
+		t.Errorf("pipeline counter %s after %d pipelines", p, pipes.Load())
+	}
+	if v, err := kv.DoCached(ctx, c, time.Minute, "GET", "{rs}:k3"); err != nil || text(v) != "after the move" {
+		t.Errorf("cached read after the move: %v %v", v, err)
+	}
+	// The old owner redirected the client at least once: the slot did
+	// move under it.
+	if n := movedReplies(t, cl.Addrs()) - movedBefore; n == 0 {
+		t.Error("no node answered MOVED: the client never met the move")
+	}
+	t.Logf("during the move: %d scripts, %d pipelines, %d cached reads", scripts.Load(), pipes.Load(), reads.Load())
 }
