@@ -58,5 +58,10 @@ var ErrBreakerOpen = E("breaker", KindUnavailable, errors.New("circuit breaker o
 // ProblemQuotaExceeded.
 var ErrQuotaExceeded = errors.New("quota exceeded")
 
+// ErrSessionLimit is returned (wrapped, KindRateLimited) when starting an
+// agent session would exceed a tenant's or user's limit of running
+// sessions.
+var ErrSessionLimit = errors.New("session limit reached")
+
 // ProblemQuotaExceeded is the problem+json type of quota refusals.
 const ProblemQuotaExceeded = "urn:agentapi:problem:quota-exceeded"

@@ -143,6 +143,13 @@ type APIKeyStore interface {
 // AgentSessionStore keeps agent sessions and their transcripts.
 type AgentSessionStore interface {
 	CreateAgentSession(ctx context.Context, s AgentSession) error
+	// CreateAgentSessionWithin creates s, a running session, only if
+	// fewer than maxTenant sessions of its tenant and fewer than maxUser
+	// of its user are recorded as running (0: no limit). Concurrent calls
+	// are serialized per tenant, so the limits hold for every instance
+	// that shares the store. Over a limit the error is KindRateLimited and
+	// wraps ErrSessionLimit, and nothing is created.
+	CreateAgentSessionWithin(ctx context.Context, s AgentSession, maxTenant, maxUser int) error
 	GetAgentSession(ctx context.Context, tenantID, id string) (AgentSession, error)
 	// ListAgentSessions lists a tenant's sessions; userID "" lists all.
 	ListAgentSessions(ctx context.Context, tenantID, userID string) ([]AgentSession, error)

@@ -23,6 +23,7 @@ import (
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/agent"
 	"github.com/agentapi-mt/agentapi/agenthttp"
+	"github.com/agentapi-mt/agentapi/internal/every"
 )
 
 // Options configure a Manager.
@@ -37,6 +38,13 @@ type Options struct {
 	Self string
 	// MaxPerTenant and MaxPerUser bound running sessions (0: no limit).
 	MaxPerTenant, MaxPerUser int
+	// SharedLimits makes those limits (and a tenant's own) hold across
+	// every instance that shares Store: a session is created only if the
+	// records show fewer running than the limit
+	// (Store.CreateAgentSessionWithin). Without it each instance counts
+	// only the sessions it runs -- right for a single instance, where the
+	// records may still hold sessions of a former host name as running.
+	SharedLimits bool
 	// IdleTimeout stops an agent nobody used for that long (0: never).
 	IdleTimeout time.Duration
 	// Tenant, when set, returns a tenant's own configuration: its
@@ -87,7 +95,7 @@ type StartRequest struct {
 // Errors of Start.
 var (
 	ErrUnknownAgent = errors.New("unknown agent")
-	ErrLimit        = errors.New("session limit reached")
+	ErrLimit        = agentapi.ErrSessionLimit
 )
 
 // Manager runs this instance's agent sessions.
@@ -276,7 +284,14 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	if len(argv) == 0 {
 		argv = []string{m.o.Self, "demo-agent"}
 	}
-	if err := m.o.Store.CreateAgentSession(ctx, rec); err != nil {
+	create := m.o.Store.CreateAgentSession
+	if m.o.SharedLimits {
+		maxTenant, maxUser := m.limits(tcfg)
+		create = func(ctx context.Context, rec agentapi.AgentSession) error {
+			return m.o.Store.CreateAgentSessionWithin(ctx, rec, maxTenant, maxUser)
+		}
+	}
+	if err := create(ctx, rec); err != nil {
 		return fail(err)
 	}
 	startDone := func(error) {}
@@ -356,13 +371,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 // checkLimits reports whether one more session fits, under the tenant's
 // own limits where it has them. Caller holds m.mu.
 func (m *Manager) checkLimits(tenantID, userID string, tcfg agentapi.TenantConfig) error {
-	maxTenant, maxUser := m.o.MaxPerTenant, m.o.MaxPerUser
-	if tcfg.MaxSessions > 0 {
-		maxTenant = tcfg.MaxSessions
-	}
-	if tcfg.MaxSessionsPerUser > 0 {
-		maxUser = tcfg.MaxSessionsPerUser
-	}
+	maxTenant, maxUser := m.limits(tcfg)
 	var perTenant, perUser int
 	for _, s := range m.running {
 		if s.rec.TenantID == tenantID {
@@ -379,6 +388,19 @@ func (m *Manager) checkLimits(tenantID, userID string, tcfg agentapi.TenantConfi
 		return agentapi.E("runner.start", agentapi.KindRateLimited, fmt.Errorf("%w: you already run %d sessions (the limit); stop one first", ErrLimit, perUser))
 	}
 	return nil
+}
+
+// limits returns the running-session limits for a tenant with
+// configuration tcfg: its own where set, else the server's.
+func (m *Manager) limits(tcfg agentapi.TenantConfig) (maxTenant, maxUser int) {
+	maxTenant, maxUser = m.o.MaxPerTenant, m.o.MaxPerUser
+	if tcfg.MaxSessions > 0 {
+		maxTenant = tcfg.MaxSessions
+	}
+	if tcfg.MaxSessionsPerUser > 0 {
+		maxUser = tcfg.MaxSessionsPerUser
+	}
+	return maxTenant, maxUser
 }
 
 // environment is what an agent sees: a minimal base (never the server's
@@ -616,20 +638,11 @@ func (m *Manager) janitor(ctx context.Context) {
 	defer close(m.janitorDone)
 	// Sweep often enough for the server's idle timeout, and at least every
 	// 15 s for tenants' own timeouts and run-time accounting.
-	every := 15 * time.Second
+	interval := 15 * time.Second
 	if m.o.IdleTimeout > 0 {
-		every = min(m.o.IdleTimeout/4, every)
+		interval = min(m.o.IdleTimeout/4, interval)
 	}
-	t := time.NewTicker(max(every, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		m.sweep(ctx)
-	}
+	every.Run(ctx, max(interval, 10*time.Millisecond), m.sweep)
 }
 
 // sweep reports run time, stops agents idle for longer than their
@@ -739,6 +752,14 @@ type notifyingStore struct {
 
 func (n notifyingStore) CreateAgentSession(ctx context.Context, s agentapi.AgentSession) error {
 	err := n.AgentSessionStore.CreateAgentSession(ctx, s)
+	if err == nil {
+		n.changed(s.TenantID, s.ID, false)
+	}
+	return err
+}
+
+func (n notifyingStore) CreateAgentSessionWithin(ctx context.Context, s agentapi.AgentSession, maxTenant, maxUser int) error {
+	err := n.AgentSessionStore.CreateAgentSessionWithin(ctx, s, maxTenant, maxUser)
 	if err == nil {
 		n.changed(s.TenantID, s.ID, false)
 	}

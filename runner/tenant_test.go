@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -61,17 +62,8 @@ func TestTenantIdleTimeoutAndRunTimeAccounting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.mu.Lock()
-	s := m.running[rec.ID]
-	m.mu.Unlock()
 	// Wait for the agent to settle (idle stops only stable agents).
-	deadline := time.Now().Add(20 * time.Second)
-	for s.agent.Status() != agentapi.StatusStable {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent never became stable")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s := stableSession(t, m, rec.ID)
 	// As if it had run for 90.7 s, the last 61 of them unused.
 	s.accounted.Store(time.Now().Add(-90*time.Second - 700*time.Millisecond).UnixNano())
 	s.lastUsed.Store(time.Now().Add(-30 * time.Second).UnixNano())
@@ -150,16 +142,7 @@ func TestSweepStopsSessionsMarkedEndedElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.mu.Lock()
-	s := m.running[rec.ID]
-	m.mu.Unlock()
-	deadline := time.Now().Add(20 * time.Second)
-	for len(s.agent.Messages()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent never greeted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	stableSession(t, m, rec.ID) // it greeted: there is a transcript
 	lost := rec
 	lost.State = agentapi.SessionLost
 	now := time.Now().UTC()
@@ -181,5 +164,36 @@ func TestSweepStopsSessionsMarkedEndedElsewhere(t *testing.T) {
 	msgs, err := db.Messages(ctx, "acme", rec.ID)
 	if err != nil || len(msgs) == 0 {
 		t.Fatalf("transcript of the stopped session: %v %v", msgs, err)
+	}
+}
+
+// TestSharedLimitsHoldAcrossInstances: two instances on one store, each
+// with SharedLimits, together run no more than the tenant's limit; a
+// session that ends frees its place for either.
+func TestSharedLimitsHoldAcrossInstances(t *testing.T) {
+	a, db := newManager(t, Options{SharedLimits: true, Instance: "a", Tenant: func(ctx context.Context, id string) (agentapi.TenantConfig, error) {
+		return agentapi.TenantConfig{MaxSessions: 1}, nil
+	}})
+	b := New(Options{Store: db, SharedLimits: true, Instance: "b", Self: a.o.Self, WorkRoot: t.TempDir(), SettleWindow: 200 * time.Millisecond,
+		Tenant: func(ctx context.Context, id string) (agentapi.TenantConfig, error) {
+			return agentapi.TenantConfig{MaxSessions: 1}, nil
+		}})
+	t.Cleanup(b.Close)
+	ctx := context.Background()
+	rec, err := a.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start(ctx, "acme", "u2", StartRequest{Agent: "echo"}); agentapi.KindOf(err) != agentapi.KindRateLimited || !errors.Is(err, ErrLimit) {
+		t.Fatalf("a second session of a tenant limited to 1, on the other instance: %v", err)
+	}
+	if b.Running() != 0 {
+		t.Fatalf("the refused start left %d sessions running on b", b.Running())
+	}
+	if err := a.Stop(ctx, "acme", rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Start(ctx, "acme", "u2", StartRequest{Agent: "echo"}); err != nil {
+		t.Fatalf("after the stop: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	dbsql "database/sql"
 	"errors"
+	"fmt"
 
 	agentapi "github.com/agentapi-mt/agentapi"
 )
@@ -31,6 +32,16 @@ func scanSession(row interface{ Scan(...any) error }) (agentapi.AgentSession, er
 // CreatedAt.
 func (d *DB) CreateAgentSession(ctx context.Context, s agentapi.AgentSession) error {
 	const op = "sql.CreateAgentSession"
+	if err := validSession(op, s); err != nil {
+		return err
+	}
+	_, err := d.exec(ctx, op, insertSession, sessionArgs(s)...)
+	return err
+}
+
+const insertSession = `INSERT INTO agent_sessions (` + sessionColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+func validSession(op string, s agentapi.AgentSession) error {
 	switch {
 	case s.ID == "":
 		return invalid(op, "agent session id is required")
@@ -43,16 +54,68 @@ func (d *DB) CreateAgentSession(ctx context.Context, s agentapi.AgentSession) er
 	case s.State == "":
 		return invalid(op, "agent session state is required")
 	}
+	return nil
+}
+
+func sessionArgs(s agentapi.AgentSession) []any {
 	created := orNow(s.CreatedAt)
 	activity := s.LastActivityAt
 	if activity.IsZero() {
 		activity = created
 	}
-	_, err := d.exec(ctx, op,
-		`INSERT INTO agent_sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		s.ID, s.TenantID, s.UserID, s.Name, s.AgentType, s.State, s.Instance,
-		toMillis(created), toMillis(activity), toNullMillis(s.StoppedAt))
-	return err
+	return []any{s.ID, s.TenantID, s.UserID, s.Name, s.AgentType, s.State, s.Instance,
+		toMillis(created), toMillis(activity), toNullMillis(s.StoppedAt)}
+}
+
+// CreateAgentSessionWithin implements agentapi.AgentSessionStore: the
+// count and the insert run in one transaction, serialized per tenant
+// (PostgreSQL: a transaction-scoped advisory lock on the tenant; SQLite:
+// its single writer).
+func (d *DB) CreateAgentSessionWithin(ctx context.Context, s agentapi.AgentSession, maxTenant, maxUser int) (err error) {
+	const op = "sql.CreateAgentSessionWithin"
+	if err := validSession(op, s); err != nil {
+		return err
+	}
+	if s.State != agentapi.SessionRunning {
+		return invalid(op, "only a running session is created within limits")
+	}
+	done, err := d.admit(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { done(err) }()
+	var over error
+	err = d.inTx(ctx, func(tx *dbsql.Tx) error {
+		if d.driver == DriverPostgres {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "agent_sessions:"+s.TenantID); err != nil {
+				return err
+			}
+		}
+		var tenant, user int
+		if err := tx.QueryRowContext(ctx, d.rebind(
+			`SELECT count(*), COALESCE(SUM(CASE WHEN user_id = ? THEN 1 ELSE 0 END), 0)
+			 FROM agent_sessions WHERE tenant_id = ? AND state = ?`),
+			s.UserID, s.TenantID, agentapi.SessionRunning).Scan(&tenant, &user); err != nil {
+			return err
+		}
+		switch {
+		case maxTenant > 0 && tenant >= maxTenant:
+			over = agentapi.E(op, agentapi.KindRateLimited, fmt.Errorf("%w: the tenant already runs %d sessions (the limit); stop one first", agentapi.ErrSessionLimit, tenant))
+			return over
+		case maxUser > 0 && user >= maxUser:
+			over = agentapi.E(op, agentapi.KindRateLimited, fmt.Errorf("%w: you already run %d sessions (the limit); stop one first", agentapi.ErrSessionLimit, user))
+			return over
+		}
+		_, err := tx.ExecContext(ctx, d.rebind(insertSession), sessionArgs(s)...)
+		return err
+	})
+	switch {
+	case over != nil:
+		return over
+	case err != nil:
+		return d.fail(op, err)
+	}
+	return nil
 }
 
 // GetAgentSession returns session id of tenant tenantID.

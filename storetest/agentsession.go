@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -104,6 +105,70 @@ var sessionBehaviours = []behaviour[AgentSessionStores]{
 		wantKind(t, s.CreateAgentSession(ctxFor(t), dup), agentapi.KindConflict, "CreateAgentSession with an existing id")
 		wantSession(t, s, orig)
 		wantMessages(t, s, "acme", "s1", message(0, agentapi.RoleUser, "hi", 2))
+	}},
+	{"CreateWithinLimits", func(t *testing.T, s AgentSessionStores) {
+		twoTenants(t, s)
+		ctx := ctxFor(t)
+		within := func(se agentapi.AgentSession, maxTenant, maxUser int) error {
+			return s.CreateAgentSessionWithin(ctx, se, maxTenant, maxUser)
+		}
+		refused := func(err error, what string, se agentapi.AgentSession) {
+			t.Helper()
+			wantKind(t, err, agentapi.KindRateLimited, what)
+			if !errors.Is(err, agentapi.ErrSessionLimit) {
+				t.Errorf("%s: %v does not wrap ErrSessionLimit", what, err)
+			}
+			_, err = s.GetAgentSession(ctx, se.TenantID, se.ID)
+			wantKind(t, err, agentapi.KindNotFound, what+": the refused session exists")
+		}
+		a1, a2, a3 := session("acme", "ann", "a1", 1), session("acme", "ann", "a2", 2), session("acme", "ann", "a3", 3)
+		must(t, within(a1, 3, 2), "ann's first")
+		must(t, within(a2, 3, 2), "ann's second")
+		refused(within(a3, 3, 2), "ann's third over her limit of 2", a3)
+		b1, c1 := session("acme", "bob", "b1", 4), session("acme", "cy", "c1", 5)
+		must(t, within(b1, 3, 2), "bob's first")
+		refused(within(c1, 3, 2), "a fourth session of a tenant limited to 3", c1)
+		// Another tenant's sessions do not count; 0 is no limit.
+		must(t, within(session("globex", "gus", "g1", 6), 1, 1), "globex's first")
+		must(t, within(session("globex", "gus", "g2", 7), 0, 0), "no limits")
+		// Ended sessions do not count.
+		stopped := a1
+		stopped.State, stopped.StoppedAt = agentapi.SessionStopped, ptr(at(8))
+		must(t, s.UpdateAgentSession(ctx, stopped), "stop a1")
+		must(t, within(c1, 3, 2), "cy's first once a1 stopped")
+		wantSession(t, s, c1)
+		notRunning := session("acme", "dee", "d1", 9)
+		notRunning.State = agentapi.SessionStopped
+		wantKind(t, within(notRunning, 0, 0), agentapi.KindInvalid, "a session that is not running")
+		wantKind(t, within(session("acme", "dee", "b1", 9), 0, 0), agentapi.KindConflict, "an existing id")
+	}},
+	{"CreateWithinLimitsConcurrent", func(t *testing.T, s AgentSessionStores) {
+		twoTenants(t, s)
+		ctx := ctxFor(t)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		created, limited := 0, 0
+		for i := range 10 {
+			wg.Go(func() {
+				err := s.CreateAgentSessionWithin(ctx, session("acme", fmt.Sprintf("u%d", i), fmt.Sprintf("s%d", i), i), 4, 0)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					created++
+				case errors.Is(err, agentapi.ErrSessionLimit):
+					limited++
+				default:
+					t.Errorf("session %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		list, err := s.ListAgentSessions(ctx, "acme", "")
+		must(t, err, "ListAgentSessions")
+		if created != 4 || limited != 6 || len(list) != 4 {
+			t.Fatalf("10 concurrent starts under a limit of 4: %d created, %d refused, %d recorded", created, limited, len(list))
+		}
 	}},
 	{"CreateInvalid", func(t *testing.T, s AgentSessionStores) {
 		twoTenants(t, s)

@@ -227,7 +227,10 @@ func serve(args []string, env config.Env, stderr io.Writer) int {
 		Store: db, Catalog: catalog, WorkRoot: workRoot, AgentUIDBase: cfg.Tenancy.AgentUIDBase,
 		Instance: cfg.Tenancy.InstanceID, Self: self,
 		MaxPerTenant: cfg.Tenancy.MaxSessionsTenant, MaxPerUser: cfg.Tenancy.MaxSessionsUser,
-		IdleTimeout: cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
+		// With Redis, instances share the records and the registry marks
+		// dead instances' sessions lost: the limits hold for all of them.
+		SharedLimits: sw != nil,
+		IdleTimeout:  cfg.Tenancy.IdleTimeout, Version: versionString(), Logger: log,
 		Env: runner.SecretEnv(db, keyring), Breakers: breakers, Tenant: tenantCfg.Config,
 		Changed: httpapi.SessionInvalidator(responses, log),
 		SessionSeconds: func(tenantID, userID string, n int64) {
