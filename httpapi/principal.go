@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentapi-mt/agentapi"
@@ -52,7 +53,15 @@ type authenticator struct {
 	logins  *auth.Sessions
 	now     func() time.Time
 	signer  *cluster.Signer
+	// touched is when this instance last recorded each API key's use (key
+	// id -> time.Time). The store keeps last use to the minute
+	// (TouchAPIKey writes at most once a minute), so asking it on every
+	// request would cost two round trips for nothing.
+	touched sync.Map
 }
+
+// keyTouchEvery is how often an instance records an API key's use.
+const keyTouchEvery = time.Minute
 
 // forwardedPrincipal is what a forwarding instance vouches for.
 type forwardedPrincipal struct {
@@ -113,7 +122,9 @@ func (a *authenticator) resolve(ctx context.Context, cred string) (*Principal, e
 		if err != nil {
 			return nil, err
 		}
-		a.keys.TouchAPIKey(ctx, k.ID, a.now())
+		if now := a.now(); a.touchDue(k.ID, now) {
+			a.keys.TouchAPIKey(ctx, k.ID, now)
+		}
 		p = &Principal{TenantID: k.TenantID, UserID: k.UserID, Role: u.Role, KeyID: k.ID}
 	default:
 		s, err := a.logins.Validate(ctx, cred)
@@ -143,6 +154,16 @@ func (a *authenticator) resolve(ctx context.Context, cred string) (*Principal, e
 		return nil, err
 	}
 	return p, nil
+}
+
+// touchDue reports whether the use of key id at now should be recorded,
+// and if so notes it as recorded.
+func (a *authenticator) touchDue(id string, now time.Time) bool {
+	if last, ok := a.touched.Load(id); ok && now.Sub(last.(time.Time)) < keyTouchEvery {
+		return false
+	}
+	a.touched.Store(id, now)
+	return true
 }
 
 // middleware authenticates requests that carry credentials. Requests

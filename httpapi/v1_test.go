@@ -748,3 +748,24 @@ func TestReviewRegressions(t *testing.T) {
 		}
 	})
 }
+
+// TestAPIKeyUseIsRecordedOnceAMinute: an instance records a key's use at
+// its first request and then at most once a minute per key (the store
+// keeps it to the minute), not on every request.
+func TestAPIKeyUseIsRecordedOnceAMinute(t *testing.T) {
+	a := &authenticator{}
+	t0 := time.Now()
+	steps := []struct {
+		key  string
+		at   time.Duration
+		want bool
+	}{
+		{"k1", 0, true}, {"k1", time.Second, false}, {"k2", time.Second, true},
+		{"k1", 59 * time.Second, false}, {"k1", time.Minute, true}, {"k1", time.Minute + time.Second, false},
+	}
+	for _, s := range steps {
+		if got := a.touchDue(s.key, t0.Add(s.at)); got != s.want {
+			t.Fatalf("touchDue(%s, +%v) = %v, want %v", s.key, s.at, got, s.want)
+		}
+	}
+}
