@@ -3,6 +3,7 @@ package usage_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/agentapi-mt/agentapi/usage"
@@ -15,12 +16,19 @@ func BenchmarkRecorderAdd(b *testing.B) {
 	for _, c := range []struct {
 		name           string
 		tenants, users int
+		journal        bool
 	}{
-		{"hot", 1, 1},
-		{"spread", 1000, 10},
+		{"hot", 1, 1, false},
+		{"spread", 1000, 10, false},
+		{"hot/journal", 1, 1, true},
+		{"spread/journal", 1000, 10, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			r, err := usage.New(usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: nopDB{}, FlushInterval: -1})
+			o := usage.Options{Store: usage.NewMemory(usage.MemoryOptions{}), DB: nopDB{}, FlushInterval: -1}
+			if c.journal {
+				o.Journal = filepath.Join(b.TempDir(), "usage.journal")
+			}
+			r, err := usage.New(o)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -23,6 +23,8 @@ func testJournalKillLosesNothing(t *testing.T, b backend) {
 	if err := killed.Push(ctx); err != nil {
 		t.Fatal(err)
 	}
+	odd := "ü \"quoted\" <&>\n\\" // escaped in the journal's JSON
+	killed.Add("globex", odd, usage.Messages, 2)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -46,7 +48,7 @@ func testJournalKillLosesNothing(t *testing.T, b backend) {
 	if err := restarted.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wantRows(t, "SQL after the kill and restart", sqlRows(t, db), []usage.Row{row("acme", "u", usage.Requests, 1007), row("globex", "v", usage.Messages, 3)})
+	wantRows(t, "SQL after the kill and restart", sqlRows(t, db), []usage.Row{row("acme", "u", usage.Requests, 1007), row("globex", "v", usage.Messages, 3), row("globex", odd, usage.Messages, 2)})
 	// A clean stop leaves nothing to replay.
 	again := newRecorder(t, b.instance(t), db, usage.Options{Journal: path})
 	if st := again.Stats(); st.Unpushed != 0 {
