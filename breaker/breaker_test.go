@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentapi-mt/agentapi"
 	"github.com/agentapi-mt/agentapi/breaker"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"github.com/agentapi-mt/agentapi/kv"
 	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
@@ -132,20 +133,10 @@ func mustCall(t *testing.T, b *breaker.Breaker, outcome error) {
 	}
 }
 
-// waitFor polls cond every millisecond until it holds or within passes,
-// and returns how long it took.
+// waitFor is testproc.WaitFor: it returns how long cond took.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return testproc.WaitFor(t, within, what, cond)
 }
 
 func refuses(ctx context.Context, b *breaker.Breaker) bool {

@@ -248,13 +248,7 @@ func (in *instance) stop() error {
 
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testproc.WaitFor(t, limit, what, cond)
 }
 
 // buildBinary builds the server into dir.

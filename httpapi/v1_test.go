@@ -24,6 +24,7 @@ import (
 	"github.com/agentapi-mt/agentapi/breaker"
 	"github.com/agentapi-mt/agentapi/cache"
 	"github.com/agentapi-mt/agentapi/cluster"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"github.com/agentapi-mt/agentapi/memory"
 	"github.com/agentapi-mt/agentapi/runner"
 	"github.com/agentapi-mt/agentapi/sql"
@@ -523,13 +524,7 @@ func TestSessionLimitsPerUser(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testproc.WaitFor(t, 20*time.Second, "condition", cond)
 }
 
 func TestTenantSecretsReachAgentsSealed(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"github.com/agentapi-mt/agentapi/kv"
 	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
@@ -93,16 +94,9 @@ func get(t *testing.T, c kv.Client, key string) kv.Value {
 	return v
 }
 
-// waitFor polls cond every few milliseconds until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testproc.WaitFor(t, d, what, cond)
 }
 
 // The Switch is a kv.Client like any other: native preferred, REST behind

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"github.com/agentapi-mt/agentapi/pgtest"
 	"github.com/agentapi-mt/agentapi/redistest"
 )
@@ -192,11 +193,5 @@ func TestSessionsAreRoutedAcrossInstances(t *testing.T) {
 
 func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testproc.WaitFor(t, limit, what, cond)
 }

@@ -167,7 +167,12 @@ func (s *agentServer) await(what string, cond func() bool) {
 	}
 }
 
-func (s *agentServer) awaitStable() { s.await("stable", func() bool { return s.status() == "stable" }) }
+// awaitStable waits until the agent has greeted and is stable. A screen
+// still blank while a loaded machine starts the agent can look stable for
+// a moment; it is not ready until its greeting is there.
+func (s *agentServer) awaitStable() {
+	s.await("stable after its greeting", func() bool { return s.status() == "stable" && len(s.messages()) > 0 })
+}
 
 func (s *agentServer) awaitMessages(want ...string) {
 	s.t.Helper()
@@ -221,8 +226,8 @@ func TestServerBusyIs409(t *testing.T) {
 	t.Parallel()
 	s := startAgentServer(t, nil, nil, "--think", "3s")
 	s.awaitStable()
-	if code, _ := s.post("slow one", "user"); code != 200 {
-		t.Fatalf("first POST: %d", code)
+	if code, body := s.post("slow one", "user"); code != 200 {
+		t.Fatalf("first POST: %d %v", code, body)
 	}
 	code, body := s.post("too soon", "user")
 	if code != http.StatusConflict || !strings.Contains(fmt.Sprint(body["detail"]), "busy") {

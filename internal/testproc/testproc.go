@@ -1,7 +1,7 @@
 // Package testproc holds what the throwaway test servers (redistest,
-// pgtest) share about running a server process: a free port, waiting for a
-// killed server's port to refuse connections, and the tail of its log for
-// failure messages.
+// pgtest) share about running a server process -- a free port, waiting for
+// a killed server's port to refuse connections, the tail of its log for
+// failure messages -- and the polling wait the tests use.
 package testproc
 
 import (
@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -62,4 +63,22 @@ func LogTail(path string, offset int64, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// WaitFor polls cond until it holds, failing t if within passes first, and
+// returns how long it took. It polls every millisecond at first, backing
+// off to every 20 ms, so that a condition met at once is seen at once and
+// one that costs a request is not asked a thousand times a second.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	pause := time.Millisecond
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 20*time.Millisecond)
+	}
+	return time.Since(start)
 }
