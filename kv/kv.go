@@ -187,6 +187,20 @@ func IsNoScript(err error) bool {
 	return errors.As(err, &se) && se.Prefix() == "NOSCRIPT"
 }
 
+// ReplyError is how a transport reports the reply error se of a command:
+// replies that say the server cannot serve right now -- CLUSTERDOWN (a
+// cluster with a slot unserved, as while a replica is being promoted),
+// LOADING (a restarted server reading its data) and MASTERDOWN (a replica
+// that lost its master) -- match ErrUnavailable (and still *ServerError),
+// like a connection that failed; any other is se itself.
+func ReplyError(op string, se *ServerError) error {
+	switch se.Prefix() {
+	case "CLUSTERDOWN", "LOADING", "MASTERDOWN":
+		return Unavailable(op, se)
+	}
+	return se
+}
+
 // IsServerError reports whether err is a reply error from Redis.
 func IsServerError(err error) bool {
 	var se *ServerError

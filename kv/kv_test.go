@@ -191,3 +191,22 @@ type recorder struct{ kv.Client }
 func (recorder) Do(_ context.Context, args ...string) (kv.Value, error) {
 	return kv.StringValue(strings.Join(args, " ")), nil
 }
+
+// TestReplyError: replies saying the server cannot serve now match
+// ErrUnavailable and stay *ServerError; others are the ServerError itself.
+func TestReplyError(t *testing.T) {
+	for _, msg := range []string{"CLUSTERDOWN The cluster is down", "LOADING Redis is loading the dataset in memory", "MASTERDOWN Link with MASTER is down"} {
+		err := kv.ReplyError("op", &kv.ServerError{Msg: msg})
+		var se *kv.ServerError
+		if !errors.Is(err, kv.ErrUnavailable) || !errors.As(err, &se) || se.Msg != msg {
+			t.Errorf("%q: %v (unavailable %v)", msg, err, errors.Is(err, kv.ErrUnavailable))
+		}
+		if agentapi.KindOf(err) != agentapi.KindUnavailable {
+			t.Errorf("%q: kind %v", msg, agentapi.KindOf(err))
+		}
+	}
+	se := &kv.ServerError{Msg: "WRONGTYPE Operation against a key holding the wrong kind of value"}
+	if err := kv.ReplyError("op", se); err != error(se) || errors.Is(err, kv.ErrUnavailable) {
+		t.Errorf("WRONGTYPE: %v", err)
+	}
+}

@@ -27,16 +27,23 @@ const slots = 16384
 
 // ClusterOptions configures a cluster started by StartCluster.
 type ClusterOptions struct {
-	// Masters is the number of master nodes, 3 when zero. There are no
-	// replicas.
+	// Masters is the number of master nodes, 3 when zero.
 	Masters int
+	// Replicas is the number of replicas of each master (0: none).
+	Replicas int
+	// NodeTimeout is --cluster-node-timeout: how long a node may be
+	// unreachable before the others deem it failed and, if it is a master
+	// with a replica, promote the replica. Default 15s (Redis's own), so
+	// that a loaded machine causes no false failure.
+	NodeTimeout time.Duration
 	// Password, when set, is every node's --requirepass.
 	Password string
 }
 
-// Cluster is a Redis Cluster of throwaway masters owned by a test.
+// Cluster is a Redis Cluster of throwaway nodes owned by a test.
 type Cluster struct {
-	nodes    []*Server
+	nodes    []*Server // the masters, in the order of their slot ranges
+	replicas []*Server // replicas[i*Replicas+j] is replica j of nodes[i]
 	password string
 }
 
@@ -68,15 +75,53 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	if o.Masters <= 0 {
 		o.Masters = 3
 	}
+	if o.NodeTimeout <= 0 {
+		o.NodeTimeout = 15 * time.Second
+	}
 	c := &Cluster{password: o.Password}
 	for range o.Masters {
-		c.nodes = append(c.nodes, start(t, Options{Password: o.Password}, true))
+		c.nodes = append(c.nodes, start(t, Options{Password: o.Password}, o.NodeTimeout))
+	}
+	for range o.Masters * max(o.Replicas, 0) {
+		c.replicas = append(c.replicas, start(t, Options{Password: o.Password}, o.NodeTimeout))
 	}
 	if err := c.join(); err != nil {
 		t.Fatalf("redistest: forming a cluster of %s: %v%s", strings.Join(c.Addrs(), ", "), err, c.logTails())
 	}
+	if err := c.attachReplicas(o.Replicas); err != nil {
+		t.Fatalf("redistest: attaching replicas: %v%s", err, c.logTails())
+	}
 	c.WaitReady(t)
 	return c
+}
+
+// attachReplicas makes replicas[i*per+j] a replica of nodes[i], once it
+// has learned of its master through gossip.
+func (c *Cluster) attachReplicas(per int) error {
+	if len(c.replicas) == 0 {
+		return nil
+	}
+	for i, m := range c.nodes {
+		id, err := c.command(m, "CLUSTER", "MYID")
+		if err != nil {
+			return err
+		}
+		for j := range per {
+			r := c.replicas[i*per+j]
+			deadline := time.Now().Add(ClusterStartTimeout)
+			for {
+				_, err := c.command(r, "CLUSTER", "REPLICATE", id)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) { // "Unknown node" until gossip arrives
+					return fmt.Errorf("%s: %w", r.Addr(), err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	return nil
 }
 
 // WaitReady waits, up to ClusterStartTimeout, until every node reports
@@ -103,7 +148,12 @@ func (c *Cluster) WaitReady(t testing.TB) {
 // survives) but no data.
 func (c *Cluster) Nodes() []*Server { return append([]*Server(nil), c.nodes...) }
 
-// Addrs returns every node's "127.0.0.1:PORT".
+// Replicas returns the replicas: Replicas()[i*per+j] is replica j of
+// Nodes()[i] as the cluster was started (a failover may since have
+// promoted it).
+func (c *Cluster) Replicas() []*Server { return append([]*Server(nil), c.replicas...) }
+
+// Addrs returns every master's "127.0.0.1:PORT", as started.
 func (c *Cluster) Addrs() []string {
 	out := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
@@ -140,7 +190,7 @@ func (c *Cluster) join() error {
 			return fmt.Errorf("%s: %w", n.Addr(), err)
 		}
 	}
-	for _, n := range c.nodes[1:] {
+	for _, n := range append(c.nodes[1:], c.replicas...) {
 		if _, err := c.command(c.nodes[0], "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(n.port), strconv.Itoa(n.busPort)); err != nil {
 			return fmt.Errorf("%s: %w", c.nodes[0].Addr(), err)
 		}
@@ -149,14 +199,30 @@ func (c *Cluster) join() error {
 }
 
 // ready reports why the cluster is not usable yet, or nil: every node must
-// say cluster_state:ok with every slot served and every node known.
+// say cluster_state:ok with every slot served and every node known, and
+// every replica must be linked to its master.
 func (c *Cluster) ready() error {
 	want := map[string]string{
 		"cluster_state":       "ok",
 		"cluster_slots_ok":    strconv.Itoa(slots),
-		"cluster_known_nodes": strconv.Itoa(len(c.nodes)),
+		"cluster_known_nodes": strconv.Itoa(len(c.nodes) + len(c.replicas)),
 	}
-	for _, n := range c.nodes {
+	for _, r := range c.replicas {
+		if r.Pid() == 0 {
+			continue // stopped by the test
+		}
+		info, err := c.command(r, "INFO", "replication")
+		if err != nil {
+			return fmt.Errorf("%s: INFO replication: %w", r.Addr(), err)
+		}
+		if !strings.Contains(info, "master_link_status:up") && !strings.Contains(info, "role:master") {
+			return fmt.Errorf("%s: the replica's link to its master is not up", r.Addr())
+		}
+	}
+	for _, n := range append(c.Nodes(), c.replicas...) {
+		if n.Pid() == 0 {
+			continue // stopped by the test
+		}
 		info, err := c.command(n, "CLUSTER", "INFO")
 		if err != nil {
 			return fmt.Errorf("%s: CLUSTER INFO: %w", n.Addr(), err)
@@ -178,7 +244,7 @@ func (c *Cluster) ready() error {
 
 func (c *Cluster) logTails() string {
 	var b strings.Builder
-	for _, n := range c.nodes {
+	for _, n := range append(c.Nodes(), c.replicas...) {
 		fmt.Fprintf(&b, "\n--- tail of %s ---\n%s", n.logPath, testproc.LogTail(n.logPath, 0, 15))
 	}
 	return b.String()

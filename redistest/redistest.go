@@ -72,6 +72,8 @@ type Server struct {
 	// busPort is the cluster bus port of a cluster node (StartCluster);
 	// 0 for a standalone server.
 	busPort int
+	// nodeTimeout is a cluster node's --cluster-node-timeout.
+	nodeTimeout time.Duration
 
 	caFile   string
 	certFile string
@@ -124,20 +126,23 @@ func URL(t testing.TB) string {
 // tail of the server's log.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	return start(t, opts, false)
+	return start(t, opts, 0)
 }
 
 // start is Start; with cluster set the server is a Redis Cluster node
 // (--cluster-enabled) with a cluster bus port of its own.
-func start(t testing.TB, opts Options, cluster bool) *Server {
+// start starts a server; a positive nodeTimeout makes it a cluster node
+// with that --cluster-node-timeout.
+func start(t testing.TB, opts Options, nodeTimeout time.Duration) *Server {
 	t.Helper()
 	bin := Require(t, "redis-server", "redis-server")
 	dir := t.TempDir() // registered first, so removed after the kill below
 	s := &Server{
-		opts:    opts,
-		bin:     bin,
-		dir:     dir,
-		logPath: filepath.Join(dir, "redis.log"),
+		opts:        opts,
+		bin:         bin,
+		dir:         dir,
+		logPath:     filepath.Join(dir, "redis.log"),
+		nodeTimeout: nodeTimeout,
 	}
 	if opts.TLS {
 		if err := s.writeCerts(); err != nil {
@@ -155,7 +160,7 @@ func start(t testing.TB, opts Options, cluster bool) *Server {
 			t.Fatalf("redistest: finding a free port: %v", err)
 		}
 		s.port = port
-		if cluster {
+		if nodeTimeout > 0 {
 			// The bus port is chosen too: the default, port+10000, may be
 			// above 65535 or taken.
 			if s.busPort, err = otherFreePort(port); err != nil {
@@ -302,7 +307,7 @@ func (s *Server) args() []string {
 			// cluster with the same id and slots.
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-port", strconv.Itoa(s.busPort),
-			"--cluster-node-timeout", "15000", // the default: no false failure on a loaded machine
+			"--cluster-node-timeout", strconv.FormatInt(s.nodeTimeout.Milliseconds(), 10),
 		)
 	}
 	return args

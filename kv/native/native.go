@@ -550,7 +550,7 @@ func convert(op string, ctx context.Context, r rueidis.RedisResult) (kv.Value, e
 			return kv.NilValue(), nil
 		}
 		if se := replyError(r); se != nil {
-			return kv.Value{}, se
+			return kv.Value{}, kv.ReplyError(op, se)
 		}
 		return kv.Value{}, classify(op, ctx, err)
 	}
@@ -724,7 +724,7 @@ func classify(op string, ctx context.Context, err error) error {
 		if p := se.Prefix(); p == "NOAUTH" || p == "WRONGPASS" {
 			return kv.Unauthorized(op, se)
 		}
-		return se
+		return kv.ReplyError(op, se)
 	}
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return fmt.Errorf("%s: %w", op, err)

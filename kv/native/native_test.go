@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentapi-mt/agentapi"
+	"github.com/agentapi-mt/agentapi/internal/testproc"
 	"github.com/agentapi-mt/agentapi/kv"
 	"github.com/agentapi-mt/agentapi/kv/kvtest"
 	"github.com/agentapi-mt/agentapi/kv/native"
@@ -650,4 +651,79 @@ func TestClusterResharding(t *testing.T) {
 		t.Error("no node answered MOVED: the client never met the move")
 	}
 	t.Logf("during the move: %d scripts, %d pipelines, %d cached reads", scripts.Load(), pipes.Load(), reads.Load())
+}
+
+// TestClusterFailover: a master with a replica is killed; the cluster
+// promotes the replica, and the client carries on: while a slot is
+// unserved every call fails fast with ErrUnavailable (Redis answers
+// CLUSTERDOWN), and after the promotion the dead master's keys work
+// again, with what was written before the kill.
+func TestClusterFailover(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, redistest.ClusterOptions{Replicas: 1, NodeTimeout: time.Second})
+	c := dial(t, native.Options{URL: cl.URL(), ConnectTimeout: 2 * time.Second})
+	// A key on master 0 (the first third of the slots) and one elsewhere.
+	var onDead, onLive string
+	for i := 0; onDead == "" || onLive == ""; i++ {
+		k := "failover-" + strconv.Itoa(i)
+		if kv.Slot(k) < kv.Slots/3 {
+			onDead = k
+		} else {
+			onLive = k
+		}
+	}
+	do(t, c, "SET", onDead, "written before")
+	do(t, c, "SET", onLive, "0")
+	// The write reached the replica before the kill: its replication
+	// offset caught up with the master's.
+	offset := func(addr string) int64 {
+		info, err := rawInfo(addr, "replication")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_repl_offset:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		t.Fatalf("no master_repl_offset in INFO replication of %s", addr)
+		return 0
+	}
+	want := offset(cl.Nodes()[0].Addr())
+	testproc.WaitFor(t, 10*time.Second, "the replica has the write", func() bool { return offset(cl.Replicas()[0].Addr()) >= want })
+
+	cl.Nodes()[0].Stop(t)
+	killed := time.Now()
+	failures := 0
+	var back time.Duration
+	for i := 0; ; i++ {
+		// The live masters refuse too while a slot is unserved (CLUSTERDOWN,
+		// with Redis's default cluster-require-full-coverage), as
+		// unavailable, never with another error.
+		if _, err := c.Do(testCtx(t), "INCR", onLive); err != nil && !errors.Is(err, kv.ErrUnavailable) {
+			t.Fatalf("a key of a live master during the failover: %v, want success or ErrUnavailable", err)
+		}
+		v, err := c.Do(testCtx(t), "GET", onDead)
+		if err == nil {
+			if s, _ := v.Text(); s != "written before" {
+				t.Fatalf("after the failover the key holds %v", v)
+			}
+			back = time.Since(killed)
+			break
+		}
+		if !errors.Is(err, kv.ErrUnavailable) {
+			t.Fatalf("a key of the dead master: %v, want ErrUnavailable", err)
+		}
+		failures++
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("the replica was not promoted within 30 s (node timeout 1 s): %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	do(t, c, "SET", onDead, "written after")
+	if s, _ := do(t, c, "GET", onDead).Text(); s != "written after" {
+		t.Fatalf("a write after the failover reads back %q", s)
+	}
+	t.Logf("the dead master's keys answered again %v after the kill (%d fast failures meanwhile)", back.Round(10*time.Millisecond), failures)
 }

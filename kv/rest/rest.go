@@ -241,7 +241,7 @@ func (c *Client) post(ctx context.Context, op, path string, body any, out any) e
 				return kv.Unauthorized(op, fmt.Errorf("HTTP %d: %s", status, errorText(respBody)))
 			case status >= 400 && status < 500:
 				// Redis refused the command (or the request was malformed).
-				return &kv.ServerError{Msg: errorText(respBody)}
+				return kv.ReplyError(op, &kv.ServerError{Msg: errorText(respBody)})
 			}
 			err = fmt.Errorf("HTTP %d: %s", status, errorText(respBody))
 		}
@@ -319,7 +319,7 @@ type envelope struct {
 
 func (e envelope) decode() (kv.Value, error) {
 	if e.Error != nil {
-		return kv.Value{}, &kv.ServerError{Msg: *e.Error}
+		return kv.Value{}, kv.ReplyError("kv.rest", &kv.ServerError{Msg: *e.Error})
 	}
 	return DecodeResult(e.Result)
 }
