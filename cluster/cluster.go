@@ -16,7 +16,9 @@
 // restarted, say) are marked lost too. Only an instance that has renewed
 // its own entry without a failure for a full TTL judges the others: when
 // Redis comes back from an outage every entry has expired, and the live
-// instances get a TTL to renew theirs before anyone is declared dead. Every instance keeps the list of live
+// instances get a TTL to renew theirs before anyone is declared dead. A
+// renewal that finds this instance's own entry other than it left it
+// (Redis lost the registry without any call failing) counts as a gap too. Every instance keeps the list of live
 // instances from its last renewal, so looking one up costs no round trip.
 //
 // Clocks: scores compare instances' clocks, so they must agree to well
@@ -73,8 +75,9 @@ type Registry struct {
 	log      *slog.Logger
 	draining atomic.Bool
 
-	sinceMu sync.Mutex
-	since   time.Time // first successful renewal since the last failed one
+	sinceMu   sync.Mutex
+	since     time.Time // first renewal since the last gap (see Renew)
+	lastScore int64     // the score this instance last wrote for itself
 
 	mu   sync.RWMutex
 	live map[string]Instance
@@ -176,7 +179,9 @@ func (r *Registry) Renew(ctx context.Context) error {
 	self := Instance{ID: r.o.ID, URL: r.o.URL, Load: r.o.Load(), Draining: r.draining.Load(), Renewed: now}
 	info, _ := json.Marshal(self)
 	expires := strconv.FormatInt(now.Add(r.o.TTL).UnixMilli(), 10)
+	start := time.Now()
 	res, err := r.o.KV.Pipeline(ctx,
+		[]string{"ZSCORE", r.setKey(), r.o.ID},
 		[]string{"ZADD", r.setKey(), expires, r.o.ID},
 		[]string{"HSET", r.infoKey(), r.o.ID, string(info)},
 		[]string{"ZRANGE", r.setKey(), "0", "-1", "WITHSCORES"},
@@ -190,24 +195,40 @@ func (r *Registry) Renew(ctx context.Context) error {
 			}
 		}
 	}
-	r.sinceMu.Lock()
-	switch {
-	case err != nil:
-		r.since = time.Time{}
-	case r.since.IsZero():
-		r.since = now
-	}
 	// Only an instance that has itself renewed without a gap for a full
 	// TTL judges the others: after an outage of Redis (or of this
 	// instance's link to it) every entry has expired, and the others need
-	// a TTL to renew theirs before their silence means anything.
+	// a TTL to renew theirs before their silence means anything. A gap is
+	// a failed renewal, a slow one (past TTL/5), or finding this
+	// instance's own entry other than it left it -- Redis lost the
+	// registry (a restart without persistence, an eviction, a failover to
+	// a replica behind) without any renewal failing.
+	r.sinceMu.Lock()
+	gap := err != nil || time.Since(start) > r.o.TTL/5
+	if err == nil {
+		text, _ := res[0].Value.Text()
+		score, perr := strconv.ParseFloat(text, 64)
+		gap = gap || (r.lastScore != 0 && (perr != nil || int64(score) != r.lastScore))
+		r.lastScore = now.Add(r.o.TTL).UnixMilli()
+	} else {
+		r.lastScore = 0
+	}
+	switch {
+	case gap:
+		r.since = time.Time{}
+		if err == nil {
+			r.since = now // renewed now: the clock starts again
+		}
+	case r.since.IsZero():
+		r.since = now
+	}
 	judge := !r.since.IsZero() && now.Sub(r.since) >= r.o.TTL
 	r.sinceMu.Unlock()
 	if err != nil {
 		return err
 	}
-	pairs, _ := res[2].Value.Strings()
-	infos, _ := res[3].Value.Strings()
+	pairs, _ := res[3].Value.Strings()
+	infos, _ := res[4].Value.Strings()
 	described := map[string]Instance{}
 	for i := 0; i+1 < len(infos); i += 2 {
 		var in Instance

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -263,4 +264,46 @@ func TestSignatures(t *testing.T) {
 	if _, ok := s.Verify(httptest.NewRequest("GET", "/", nil), now); ok {
 		t.Fatal("an unsigned request passed")
 	}
+}
+
+// TestLostRegistryIsAGap: when Redis loses the registry without any
+// renewal failing (a restart between renewals, an eviction), the first
+// instance to renew finds its own entry gone and does not judge the
+// others until they had a TTL to renew.
+func TestLostRegistryIsAGap(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	clock := storetest.NewManualClock(time.Now())
+	var lost sync.Map
+	a, b := newNode(t, srv.URL(), "gap:", "a", clock, &lost), newNode(t, srv.URL(), "gap:", "b", clock, &lost)
+	ctx := t.Context()
+	for range 3 {
+		clock.Advance(30 * time.Minute)
+		for _, n := range []*node{a, b} {
+			if err := n.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Between two renewals Redis comes back from an old snapshot: the
+	// registry holds b with a long-past expiry and not a at all (b, slower
+	// to renew, has not yet rewritten its entry).
+	raw := kvtest.Native(t, native.Options{URL: srv.URL()})
+	if _, err := raw.Do(ctx, "FLUSHALL"); err != nil {
+		t.Fatal(err)
+	}
+	past := strconv.FormatInt(clock.Now().Add(-2*time.Hour).UnixMilli(), 10)
+	if _, err := raw.Do(ctx, "ZADD", "gap:{cluster}:instances", past, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Minute)
+	if err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lost.Range(func(k, v any) bool {
+		t.Errorf("%v marked lost after Redis lost the registry", k)
+		return true
+	})
 }
