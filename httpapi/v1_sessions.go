@@ -206,7 +206,9 @@ func (v *V1) serveRecorded(w http.ResponseWriter, r *http.Request, h http.Handle
 		ctx, cancel := context.WithTimeout(r.Context(), recordTimeout)
 		err := v.Runner.Record(ctx, p.TenantID, id)
 		cancel()
-		if err != nil {
+		// KindNotFound: the session ended meanwhile (the agent exited, a
+		// stop), and its end stored the whole transcript.
+		if err != nil && agentapi.KindOf(err) != agentapi.KindNotFound {
 			v.Log.Error("a message was delivered but its transcript could not be stored in time", "session", id, "error", err)
 			WriteError(w, agentapi.E("sessions.message", agentapi.KindUnavailable,
 				errors.New("the agent received the message, but the database could not record it in time; do not resend it -- the transcript is stored once the database answers")))

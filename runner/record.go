@@ -15,10 +15,15 @@ type transcriptLog struct {
 }
 
 // store writes every message of s's transcript that differs from what was
-// last stored. Writers of one session take turns (s.recordMu).
+// last stored. Writers of one session take turns (s.recording); one that
+// waits for its turn gives up when ctx ends.
 func (m *Manager) store(ctx context.Context, s *session) error {
-	s.recordMu.Lock()
-	defer s.recordMu.Unlock()
+	select {
+	case s.recording <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.recording }()
 	if s.log.stored == nil {
 		s.log.stored = map[int]string{}
 	}

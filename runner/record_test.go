@@ -12,14 +12,19 @@ import (
 	"github.com/agentapi-mt/agentapi/sql"
 )
 
-// flakyStore fails transcript writes while down is set.
+// flakyStore fails transcript writes while down is set, and hangs them
+// while hang is set (a database that stops answering).
 type flakyStore struct {
 	*sql.DB
 	down   atomic.Bool
+	hang   atomic.Pointer[chan struct{}]
 	writes atomic.Int64
 }
 
 func (f *flakyStore) PutMessage(ctx context.Context, tenantID, sessionID string, m agentapi.Message) error {
+	if h := f.hang.Load(); h != nil {
+		<-*h // ignores ctx, as a black-holed connection can
+	}
 	if f.down.Load() {
 		return agentapi.E("test.PutMessage", agentapi.KindUnavailable, errors.New("database down"))
 	}
@@ -130,5 +135,42 @@ func TestRecordStoresTheTranscriptOrSaysItCouldNot(t *testing.T) {
 	must(m.Record(ctx, "acme", rec.ID))
 	if n := store.writes.Load() - before; n != 0 {
 		t.Fatalf("Record of an unchanged transcript wrote %d messages", n)
+	}
+}
+
+// TestRecordGivesUpOnAHungDatabase: while another write of the session's
+// transcript hangs, Record returns when its context ends instead of
+// waiting for its turn.
+func TestRecordGivesUpOnAHungDatabase(t *testing.T) {
+	m, db := newManager(t, Options{})
+	store := &flakyStore{DB: db}
+	m.o.Store = store
+	ctx := context.Background()
+	rec, err := m.Start(ctx, "acme", "u1", StartRequest{Agent: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stableSession(t, m, rec.ID)
+	release := make(chan struct{})
+	store.hang.Store(&release)
+	if err := s.agent.Send(ctx, "stuck"); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 1)
+	go func() { held <- m.store(context.Background(), s) }() // takes the turn, then hangs
+	for len(s.recording) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	start := time.Now()
+	err = m.Record(short, "acme", rec.ID)
+	cancel()
+	if agentapi.KindOf(err) != agentapi.KindUnavailable || time.Since(start) > 2*time.Second {
+		t.Fatalf("Record behind a hung write: %v after %v, want KindUnavailable at its deadline", err, time.Since(start))
+	}
+	store.hang.Store(nil)
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -127,8 +127,11 @@ type session struct {
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when fully stopped and recorded
 	writerWG sync.WaitGroup
-	recordMu sync.Mutex    // held while storing the transcript (store)
-	log      transcriptLog // what is stored; under recordMu
+	// recording is held (a value in it) while the transcript is being
+	// stored: a channel rather than a mutex, so that a caller with a
+	// deadline stops waiting when the store hangs (see store).
+	recording chan struct{}
+	log       transcriptLog // what is stored; while holding recording
 }
 
 // New returns a Manager and starts its idle janitor.
@@ -218,7 +221,7 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 
 	// Reserve the slot before the slow part, so concurrent starts cannot
 	// both pass the limit check.
-	s := &session{rec: rec, stopped: make(chan struct{})}
+	s := &session{rec: rec, stopped: make(chan struct{}), recording: make(chan struct{}, 1)}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -231,7 +234,11 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	m.running[rec.ID] = s
 	m.mu.Unlock()
 
+	created := false // the record exists: a failure must end it
 	fail := func(err error) (agentapi.AgentSession, error) {
+		if created {
+			m.endFailedStart(ctx, rec)
+		}
 		m.mu.Lock()
 		delete(m.running, rec.ID)
 		m.mu.Unlock()
@@ -294,14 +301,11 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	if err := create(ctx, rec); err != nil {
 		return fail(err)
 	}
+	created = true
 	startDone := func(error) {}
 	if m.o.Breakers != nil {
 		d, err := m.o.Breakers.Guard(startBreaker(req.Agent))(ctx)
 		if err != nil {
-			rec.State = agentapi.SessionExited
-			now := time.Now().UTC()
-			rec.StoppedAt = &now
-			m.o.Store.UpdateAgentSession(context.WithoutCancel(ctx), rec)
 			return fail(err)
 		}
 		startDone = d
@@ -319,9 +323,6 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 		m.log.Error("starting an agent failed", "agent", req.Agent, "tenant", tenantID, "error", err)
 		err = agentapi.E("runner.start", agentapi.KindUnavailable, fmt.Errorf("starting the %s agent failed", req.Agent))
 		startDone(err)
-		now := time.Now().UTC()
-		rec.State, rec.StoppedAt = agentapi.SessionExited, &now
-		m.o.Store.UpdateAgentSession(context.WithoutCancel(ctx), rec)
 		return fail(err)
 	}
 	startDone(nil)
@@ -366,6 +367,25 @@ func (m *Manager) Start(ctx context.Context, tenantID, userID string, req StartR
 	}
 	m.log.Info("agent session started", "session", rec.ID, "tenant", tenantID, "user", userID, "agent", req.Agent)
 	return rec, nil
+}
+
+// endFailedStart records a session whose start failed after its record
+// was created as exited, retrying a little: a record left running would
+// hold a place under the session limits until its instance restarts.
+func (m *Manager) endFailedStart(ctx context.Context, rec agentapi.AgentSession) {
+	now := time.Now().UTC()
+	rec.State, rec.StoppedAt = agentapi.SessionExited, &now
+	var err error
+	for attempt := range 3 {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err = m.o.Store.UpdateAgentSession(uctx, rec)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+	m.log.Error("recording a failed start as exited failed; the session stays recorded as running until this instance restarts", "session", rec.ID, "error", err)
 }
 
 // checkLimits reports whether one more session fits, under the tenant's
@@ -661,15 +681,21 @@ func (m *Manager) sweep(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	for _, s := range live {
-		if rec, err := m.o.Store.GetAgentSession(ctx, s.rec.TenantID, s.rec.ID); err == nil && rec.State != agentapi.SessionRunning {
+		// Each session's database calls are bounded: a hung database must
+		// not stall the sweep (idle timeouts, run-time accounting).
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rec, err := m.o.Store.GetAgentSession(sctx, s.rec.TenantID, s.rec.ID)
+		if err == nil && rec.State != agentapi.SessionRunning {
+			cancel()
 			m.log.Warn("the records say this running agent session has ended (this instance was presumed dead); stopping its agent",
 				"session", s.rec.ID, "state", rec.State)
 			m.finish(s, rec.State, nil)
 			continue
 		}
-		if err := m.store(ctx, s); err != nil {
+		if err := m.store(sctx, s); err != nil {
 			m.log.Warn("writing the transcript failed again at the sweep", "session", s.rec.ID, "error", err)
 		}
+		cancel()
 		m.account(s, now, false)
 		timeout := m.o.IdleTimeout
 		if m.o.Tenant != nil {
