@@ -20,8 +20,8 @@ type user struct {
 type sessionLog struct {
 	id, tenant, user string
 	mu               sync.Mutex
-	acked            []string // messages answered 200
-	replies          []string // agent messages read back from the live session
+	acked            []string            // messages answered 200
+	replies          map[string]struct{} // every agent reply ever read back
 	ended            bool     // stopped by its user, or seen lost
 }
 
@@ -333,8 +333,15 @@ func (w *worker) transcript(ctx context.Context) {
 			replies = append(replies, m.Content)
 		}
 	}
+	// A set that only grows: a later read of the stored transcript (the
+	// session lost with its instance) must not hide a reply read before.
 	s.mu.Lock()
-	s.replies = replies
+	if s.replies == nil {
+		s.replies = map[string]struct{}{}
+	}
+	for _, r := range replies {
+		s.replies[r] = struct{}{}
+	}
 	s.mu.Unlock()
 }
 

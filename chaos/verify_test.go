@@ -150,7 +150,7 @@ func verify(t *testing.T, sys *system, c *client, l *ledger, members, bursters [
 				v.LostMessages = append(v.LostMessages, s.id+": "+m)
 			}
 		}
-		for _, m := range s.replies {
+		for m := range s.replies {
 			if !have["agent\x00"+m] {
 				v.LostReplies = append(v.LostReplies, s.id+": "+m)
 			}

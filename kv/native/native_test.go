@@ -589,6 +589,12 @@ func TestClusterResharding(t *testing.T) {
 	stop := make(chan struct{})
 	var scripts, pipes, reads atomic.Int64
 	errs := make(chan error, 100)
+	report := func(err error) {
+		select {
+		case errs <- err:
+		default: // enough to fail the test with
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -598,7 +604,7 @@ func TestClusterResharding(t *testing.T) {
 			default:
 			}
 			if _, err := c.Eval(ctx, both, []string{"{rs}:a", "{rs}:b"}); err != nil {
-				errs <- fmt.Errorf("script: %w", err)
+				report(fmt.Errorf("script: %w", err))
 				continue
 			}
 			scripts.Add(1)
@@ -607,28 +613,24 @@ func TestClusterResharding(t *testing.T) {
 				err = res[0].Err
 			}
 			if err != nil {
-				errs <- fmt.Errorf("pipeline: %w", err)
+				report(fmt.Errorf("pipeline: %w", err))
 				continue
 			}
 			pipes.Add(1)
 			if _, err := kv.DoCached(ctx, c, time.Minute, "GET", "{rs}:k3"); err != nil {
-				errs <- fmt.Errorf("cached read: %w", err)
+				report(fmt.Errorf("cached read: %w", err))
 				continue
 			}
 			reads.Add(1)
 		}
 	})
-	for scripts.Load() < 20 {
-		time.Sleep(time.Millisecond)
-	}
+	testproc.WaitFor(t, 20*time.Second, "20 scripts before the move", func() bool { return scripts.Load() >= 20 })
 	owner := slot * 3 / kv.Slots
 	movedBefore := movedReplies(t, cl.Addrs())
 	cl.MoveSlot(t, slot, (owner+1)%3)
 	do(t, c, "SET", "{rs}:k3", "after the move")
 	n := scripts.Load()
-	for scripts.Load() < n+20 {
-		time.Sleep(time.Millisecond)
-	}
+	testproc.WaitFor(t, 20*time.Second, "20 scripts after the move", func() bool { return scripts.Load() >= n+20 })
 	close(stop)
 	wg.Wait()
 	close(errs)
