@@ -22,3 +22,11 @@ func SetJournalMaxSize(r *Recorder, n int64) {
 	r.js.maxSize = n
 	r.js.mu.Unlock()
 }
+
+// BreakJournal closes r's journal file under it: its next writes fail,
+// as on a full disk.
+func BreakJournal(r *Recorder) {
+	r.js.mu.Lock()
+	r.js.j.f.Close()
+	r.js.mu.Unlock()
+}

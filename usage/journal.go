@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // The journal keeps a process's counts through a crash of the process
@@ -35,11 +36,12 @@ import (
 // its header and the counts not pushed yet. A final line without its
 // newline (a write cut short by a crash of the machine) is ignored.
 type journal struct {
-	path string
-	f    *os.File
-	size int64
-	buf  bytes.Buffer // for lines made by encoding/json
-	line []byte       // for counts (add)
+	path  string
+	f     *os.File
+	size  int64
+	dirty bool         // a write failed: rewrite at the next push
+	buf   bytes.Buffer // for lines made by encoding/json
+	line  []byte       // for counts (add)
 }
 
 // journalMaxSize is how large the file may grow before a push rewrites it.
@@ -62,8 +64,30 @@ type replayed struct {
 }
 
 // openJournal opens (creating) the journal at path, locks it against
-// other processes, and reads what a previous Recorder left in it.
-func openJournal(path string) (*journal, replayed, error) {
+// other processes, and reads what a previous Recorder left in it. A
+// journal it cannot read is moved aside (to path.bad-<unix seconds>, whose
+// name it returns, with why) and a new one is started, so that journaling
+// goes on; the counts in the old one are not pushed.
+func openJournal(path string) (j *journal, rp replayed, movedTo string, why error, err error) {
+	j, rp, err = openJournalOnce(path)
+	var bad *badJournal
+	if !errors.As(err, &bad) {
+		return j, rp, "", nil, err
+	}
+	movedTo = fmt.Sprintf("%s.bad-%d", path, time.Now().Unix())
+	if rerr := os.Rename(path, movedTo); rerr != nil {
+		return nil, rp, "", nil, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
+	}
+	j, rp, err = openJournalOnce(path)
+	return j, rp, movedTo, bad.err, err
+}
+
+// badJournal is a journal whose content cannot be read.
+type badJournal struct{ err error }
+
+func (b *badJournal) Error() string { return b.err.Error() }
+
+func openJournalOnce(path string) (*journal, replayed, error) {
 	var rp replayed
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, rp, err
@@ -79,15 +103,15 @@ func openJournal(path string) (*journal, replayed, error) {
 	rp, err = replay(f)
 	if err != nil {
 		f.Close()
-		return nil, rp, fmt.Errorf("reading %s: %w", path, err)
+		return nil, rp, &badJournal{fmt.Errorf("reading %s: %w", path, err)}
 	}
 	return &journal{path: path, f: f}, rp, nil
 }
 
 func replay(r io.Reader) (replayed, error) {
 	var rp replayed
-	batches := map[int64][]Row{}
-	var current []Row
+	batches := map[int64]map[key]int64{}
+	current := map[key]int64{}
 	br := bufio.NewReader(r)
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
@@ -112,31 +136,24 @@ func replay(r io.Reader) (replayed, error) {
 			if err != nil {
 				return rp, fmt.Errorf("line %d: %w", n, err)
 			}
-			current = append(current, row)
+			current[row.key()] += row.Count
 		case l.Batch != nil:
 			batches[*l.Batch] = current
-			current = nil
+			current = map[key]int64{}
 			rp.seq = max(rp.seq, *l.Batch)
 		case l.Pushed != nil:
 			delete(batches, *l.Pushed)
+			rp.seq = max(rp.seq, *l.Pushed)
 		}
 	}
 	if len(batches) > 1 {
 		return rp, fmt.Errorf("%d batches in flight; a Recorder has at most one", len(batches))
 	}
-	for seq, rows := range batches {
-		rp.inflight = &Batch{Instance: rp.instance, Seq: seq, Rows: sumRows(rows)}
+	for seq, sums := range batches {
+		rp.inflight = &Batch{Instance: rp.instance, Seq: seq, Rows: rowsOf(sums)}
 	}
-	rp.pending = sumRows(current)
+	rp.pending = rowsOf(current)
 	return rp, nil
-}
-
-func sumRows(rows []Row) []Row {
-	sums := map[key]int64{}
-	for _, r := range rows {
-		sums[r.key()] += r.Count
-	}
-	return rowsOf(sums)
 }
 
 func rowOfJournal(a []any) (Row, error) {
@@ -164,14 +181,36 @@ func (j *journal) write(l journalLine) error {
 	if err := json.NewEncoder(&j.buf).Encode(l); err != nil {
 		return err
 	}
-	n, err := j.f.Write(j.buf.Bytes())
-	j.size += int64(n)
+	return j.append(j.buf.Bytes())
+}
+
+// append writes line at the end of the file. A write that fails (a full
+// disk) is cut back off, so that no torn line is left for later lines to
+// follow, and the journal is marked dirty: it no longer holds all it
+// should, and the next push rewrites it from the Recorder's state.
+func (j *journal) append(line []byte) error {
+	n, err := j.f.Write(line)
+	if err == nil {
+		j.size += int64(n)
+		return nil
+	}
+	j.dirty = true
+	if n > 0 {
+		if terr := j.f.Truncate(j.size); terr == nil {
+			_, _ = j.f.Seek(j.size, io.SeekStart)
+		}
+	}
 	return err
 }
 
 // add appends a count. It is on the request path, so the line is built
 // by hand (the same JSON write would give, at a tenth of the cost).
 func (j *journal) add(k key, n int64) error {
+	return j.append(j.countLine(k, n))
+}
+
+// countLine builds the line of a count in j.line and returns it.
+func (j *journal) countLine(k key, n int64) []byte {
 	b := append(j.line[:0], `{"a":[`...)
 	for _, f := range [...]string{k.tenant, k.user, k.day, string(k.metric)} {
 		b = appendJSONString(b, f)
@@ -180,9 +219,7 @@ func (j *journal) add(k key, n int64) error {
 	b = strconv.AppendInt(b, n, 10)
 	b = append(b, "]}\n"...)
 	j.line = b
-	w, err := j.f.Write(b)
-	j.size += int64(w)
-	return err
+	return b
 }
 
 // appendJSONString appends s as a JSON string: plain printable ASCII as
@@ -205,44 +242,46 @@ func (j *journal) pushed(seq int64) error { return j.write(journalLine{Pushed: &
 // rewrite replaces the file with the header and the given counts (those
 // not pushed yet), and an in-flight batch if there is one.
 func (j *journal) rewrite(instance string, seq int64, inflight *Batch, pending []Row) error {
+	// The whole content is built first and written at once: the new file
+	// needs no per-line atomicity, only the rename does.
+	var content bytes.Buffer
+	enc := json.NewEncoder(&content)
+	if err := enc.Encode(journalLine{Instance: instance, Seq: &seq}); err != nil {
+		return err
+	}
+	addLine := func(r Row) { content.Write(j.countLine(r.key(), r.Count)) }
+	if inflight != nil {
+		for _, r := range inflight.Rows {
+			addLine(r)
+		}
+		if err := enc.Encode(journalLine{Batch: &inflight.Seq}); err != nil {
+			return err
+		}
+	}
+	for _, r := range pending {
+		addLine(r)
+	}
 	tmp := j.path + ".new"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	old := j.f
-	j.f, j.size = f, 0
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(tmp)
-		j.f = old
 		return err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return fail(err)
 	}
-	if err := j.write(journalLine{Instance: instance, Seq: &seq}); err != nil {
+	if _, err := f.Write(content.Bytes()); err != nil {
 		return fail(err)
-	}
-	if inflight != nil {
-		for _, r := range inflight.Rows {
-			if err := j.add(r.key(), r.Count); err != nil {
-				return fail(err)
-			}
-		}
-		if err := j.batch(inflight.Seq); err != nil {
-			return fail(err)
-		}
-	}
-	for _, r := range pending {
-		if err := j.add(r.key(), r.Count); err != nil {
-			return fail(err)
-		}
 	}
 	if err := os.Rename(tmp, j.path); err != nil {
 		return fail(err)
 	}
-	old.Close()
+	j.f.Close()
+	j.f, j.size, j.dirty = f, int64(content.Len()), false
 	return nil
 }
 

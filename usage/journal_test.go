@@ -3,7 +3,6 @@ package usage_test
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -119,11 +118,56 @@ func testJournalRewriteAndDamage(t *testing.T, b backend) {
 	}
 	wantRows(t, "SQL after rewrite and restart", sqlRows(t, db), []usage.Row{row("acme", "u", usage.Messages, 4), row("acme", "u", usage.Requests, 200)})
 
+	// A journal that cannot be read is moved aside, and a new one works.
 	bad := filepath.Join(t.TempDir(), "bad.journal")
 	os.WriteFile(bad, []byte("{\"a\":[\"acme\",\"u\",\"2030-01-01\",\"requests\",-3]}\n"), 0o600)
-	if _, err := usage.New(usage.Options{Store: b.instance(t), DB: db, Journal: bad, PushInterval: -1, FlushInterval: -1}); err == nil {
-		t.Fatal("a corrupt journal was accepted")
-	} else if !strings.Contains(err.Error(), bad) {
-		t.Fatalf("the error does not name the journal: %v", err)
+	db2 := openSQLite(t)
+	fresh := newRecorder(t, b.instance(t), db2, usage.Options{Journal: bad})
+	if moved, _ := filepath.Glob(bad + ".bad-*"); len(moved) != 1 {
+		t.Fatalf("the unreadable journal was not moved aside: %v", moved)
 	}
+	fresh.Add("acme", "u", usage.Requests, 2)
+	if err := fresh.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRows(t, "SQL after a fresh journal", sqlRows(t, db2), []usage.Row{row("acme", "u", usage.Requests, 2)})
+}
+
+// A failed journal write leaves no torn line and marks the journal for a
+// rewrite at the next push; while the Store is away the journal is kept
+// to its bound by rewriting it summed. Either way a restart counts each
+// count once.
+func testJournalWriteFailureAndOutage(t *testing.T, b backend) {
+	ctx := testCtx(t)
+	db := openSQLite(t)
+	path := filepath.Join(t.TempDir(), "usage.journal")
+	flaky := &flakyStore{Store: b.instance(t)}
+	r := newRecorder(t, flaky, db, usage.Options{Journal: path})
+	usage.SetJournalMaxSize(r, 1024)
+	r.Add("acme", "u", usage.Requests, 5)
+	usage.BreakJournal(r) // its next writes fail
+	r.Add("acme", "u", usage.Requests, 7)
+	if err := r.Push(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Add("acme", "u", usage.Requests, 3) // the rewritten journal takes it
+	// The Store goes away: 500 counts, a push failing every 50.
+	flaky.failBefore.Store(1 << 20)
+	for i := range 500 {
+		r.Add("acme", "v", usage.Messages, 1)
+		if i%50 == 49 {
+			if err := r.Push(ctx); err == nil {
+				t.Fatal("a push succeeded with the Store away")
+			}
+		}
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() > 4096 {
+		t.Fatalf("journal of %d bytes after 500 counts with the Store away and a 1 KiB bound: %v", fi.Size(), err)
+	}
+	r.Abandon()
+	restarted := newRecorder(t, b.instance(t), db, usage.Options{Journal: path})
+	if err := restarted.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRows(t, "SQL after a failed write, an outage and a restart", sqlRows(t, db), []usage.Row{row("acme", "u", usage.Requests, 15), row("acme", "v", usage.Messages, 500)})
 }

@@ -177,9 +177,16 @@ func New(o Options) (*Recorder, error) {
 		rp replayed
 	)
 	if o.Journal != "" {
-		var err error
-		if j, rp, err = openJournal(o.Journal); err != nil {
+		var (
+			err, why error
+			movedTo  string
+		)
+		if j, rp, movedTo, why, err = openJournal(o.Journal); err != nil {
 			return nil, agentapi.E("usage.New", agentapi.KindUnavailable, fmt.Errorf("usage journal: %w", err))
+		}
+		if movedTo != "" {
+			o.Logger.Error("usage: the journal could not be read; it was moved aside and a new one started (its counts are not pushed)",
+				"moved_to", movedTo, "error", why)
 		}
 		if rp.instance != "" {
 			o.Instance = rp.instance
@@ -199,6 +206,7 @@ func New(o Options) (*Recorder, error) {
 		// goes first, as it was; its other counts wait for the next push.
 		r.seq, r.inflight = rp.seq, rp.inflight
 		if rp.inflight != nil {
+			rp.inflight.Instance = r.instance // a journal always starts with its header; this is belt and braces
 			var units int64
 			for _, row := range rp.inflight.Rows {
 				units += row.Count
@@ -416,6 +424,16 @@ func (r *Recorder) Push(ctx context.Context) error {
 		}
 		if err := r.store.Push(ctx, *r.inflight); err != nil {
 			r.pushFailures.Add(1)
+			if r.js != nil {
+				// The Store is away: keep the journal bounded (and whole after
+				// a failed write) by rewriting it to the batch in flight and
+				// the counts since, summed.
+				r.js.mu.Lock()
+				if r.js.j.dirty || r.js.j.size > r.js.maxSize {
+					r.journalWrite(r.js.j.rewrite(r.instance, r.seq, r.inflight, r.peek()))
+				}
+				r.js.mu.Unlock()
+			}
 			return agentapi.E("usage.Push", agentapi.KindOther, err)
 		}
 		r.pushes.Add(1)
@@ -423,7 +441,7 @@ func (r *Recorder) Push(ctx context.Context) error {
 		if r.js != nil {
 			r.js.mu.Lock()
 			r.journalWrite(r.js.j.pushed(r.inflight.Seq))
-			if r.js.j.size > r.js.maxSize {
+			if r.js.j.dirty || r.js.j.size > r.js.maxSize {
 				r.journalWrite(r.js.j.rewrite(r.instance, r.seq, nil, r.peek()))
 			}
 			r.js.mu.Unlock()
@@ -563,13 +581,15 @@ func (r *Recorder) Close(ctx context.Context) error {
 		r.closed.Store(true)
 		err := retry(ctx, r.Push)
 		if r.js != nil {
+			// The journal keeps what is left: nothing after a complete push
+			// (but a count that slipped in), else the batch in flight and
+			// the counts after it.
+			r.pushMu.Lock()
 			r.js.mu.Lock()
-			if err == nil {
-				// Everything is pushed: the journal keeps only its header.
-				r.journalWrite(r.js.j.rewrite(r.instance, r.seq, nil, nil))
-			}
+			r.journalWrite(r.js.j.rewrite(r.instance, r.seq, r.inflight, r.peek()))
 			r.js.j.close()
 			r.js.mu.Unlock()
+			r.pushMu.Unlock()
 		}
 		if err != nil {
 			what := "are lost"

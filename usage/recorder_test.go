@@ -44,6 +44,7 @@ func TestRecorder(t *testing.T) {
 		{"JournalKillLosesNothing", testJournalKillLosesNothing},
 		{"JournalInflightCountedOnce", testJournalInflightCountedOnce},
 		{"JournalRewriteAndDamage", testJournalRewriteAndDamage},
+		{"JournalWriteFailureAndOutage", testJournalWriteFailureAndOutage},
 	}
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
