@@ -100,10 +100,10 @@ func errKind(ctx context.Context, err error) int {
 		return ekTimeout
 	case errors.Is(err, ErrUnauthorized):
 		return ekUnauthorized
+	case errors.Is(err, ErrUnavailable): // before server errors: CLUSTERDOWN is both
+		return ekUnavailable
 	case IsServerError(err):
 		return ekServer
-	case errors.Is(err, ErrUnavailable):
-		return ekUnavailable
 	case agentapi.KindOf(err) == agentapi.KindInvalid:
 		return ekInvalid
 	}

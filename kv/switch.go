@@ -340,8 +340,24 @@ func (s *Switch) Pipeline(ctx context.Context, cmds ...[]string) ([]Result, erro
 	start := e.stats.begin()
 	rs, err := c.Pipeline(ctx, cmds...)
 	e.stats.end(ctx, opPipeline, start, err)
-	s.observe(ctx, e, err)
+	s.observe(ctx, e, orUnavailable(err, rs))
 	return rs, err
+}
+
+// orUnavailable is err, or else the first command error of rs that says
+// the server cannot serve (see ReplyError): a pipeline whose commands
+// were all refused with CLUSTERDOWN is an outage, though the round trip
+// itself succeeded.
+func orUnavailable(err error, rs []Result) error {
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if errors.Is(r.Err, ErrUnavailable) {
+			return r.Err
+		}
+	}
+	return nil
 }
 
 // MultiExec implements Client.
@@ -353,7 +369,7 @@ func (s *Switch) MultiExec(ctx context.Context, cmds ...[]string) ([]Result, err
 	start := e.stats.begin()
 	rs, err := c.MultiExec(ctx, cmds...)
 	e.stats.end(ctx, opMultiExec, start, err)
-	s.observe(ctx, e, err)
+	s.observe(ctx, e, orUnavailable(err, rs))
 	return rs, err
 }
 

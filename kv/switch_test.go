@@ -444,3 +444,45 @@ func TestSwitchConcurrentFallback(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 }
+
+// clusterDownClient answers PING, but every command of a pipeline with
+// CLUSTERDOWN, as a Redis Cluster node does while a slot is unserved; the
+// round trip itself succeeds.
+type clusterDownClient struct{ kv.Client }
+
+func (clusterDownClient) Pipeline(ctx context.Context, cmds ...[]string) ([]kv.Result, error) {
+	out := make([]kv.Result, len(cmds))
+	for i := range out {
+		out[i].Err = kv.ReplyError("test", &kv.ServerError{Msg: "CLUSTERDOWN The cluster is down"})
+	}
+	return out, nil
+}
+
+func (clusterDownClient) Do(ctx context.Context, args ...string) (kv.Value, error) {
+	return kv.StringValue("PONG"), nil
+}
+
+func (clusterDownClient) Close() error { return nil }
+
+// TestSwitchTakesClusterDownForAnOutage: a pipeline whose commands were
+// refused with CLUSTERDOWN marks the endpoint down, so later calls fail
+// fast as unavailable instead of each going to the cluster.
+func TestSwitchTakesClusterDownForAnOutage(t *testing.T) {
+	s := kv.NewSwitch(testCtx(t), []kv.Endpoint{{Name: "native", Addr: "cluster", Dial: func(context.Context) (kv.Client, error) {
+		return clusterDownClient{}, nil
+	}}}, kv.SwitchOptions{ProbeInterval: time.Hour})
+	defer s.Close()
+	if st := s.Status(); len(st.Endpoints) != 1 || !st.Endpoints[0].Up {
+		t.Fatalf("status at start: %+v", st)
+	}
+	rs, err := s.Pipeline(testCtx(t), []string{"GET", "k"})
+	if err != nil || !errors.Is(rs[0].Err, kv.ErrUnavailable) {
+		t.Fatalf("the refused pipeline: %v %v", rs, err)
+	}
+	if st := s.Status(); st.Endpoints[0].Up {
+		t.Fatal("the endpoint is still up after CLUSTERDOWN")
+	}
+	if _, err := s.Pipeline(testCtx(t), []string{"GET", "k"}); !errors.Is(err, kv.ErrUnavailable) {
+		t.Fatalf("a call while the only endpoint is down: %v", err)
+	}
+}

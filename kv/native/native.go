@@ -353,7 +353,7 @@ func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, 
 			// first refusal, which says why.
 			for _, r := range rs[1 : len(rs)-1] {
 				if se := replyError(r); se != nil {
-					return se
+					return kv.ReplyError("kv.native.multiexec", se)
 				}
 			}
 			return classify("kv.native.multiexec", ctx, err)
@@ -375,7 +375,7 @@ func (c *Client) MultiExec(ctx context.Context, cmds ...[]string) ([]kv.Result, 
 		out = make([]kv.Result, len(arr))
 		for i := range arr {
 			if se := messageError(&arr[i]); se != nil {
-				out[i].Err = se
+				out[i].Err = kv.ReplyError("kv.native.multiexec", se)
 				continue
 			}
 			out[i].Value = flattenPairs(cmds[i], value(&arr[i]))
