@@ -85,7 +85,15 @@ func (d *DB) CreateAgentSessionWithin(ctx context.Context, s agentapi.AgentSessi
 	}
 	defer func() { done(err) }()
 	var over error
-	err = d.inTx(ctx, func(tx *dbsql.Tx) error {
+	// PostgreSQL: READ COMMITTED whatever the server's default, so that
+	// the count, made after the lock is granted, sees every session
+	// committed by the lock's previous holder (under REPEATABLE READ the
+	// snapshot could predate them).
+	var opts *dbsql.TxOptions
+	if d.driver == DriverPostgres {
+		opts = &dbsql.TxOptions{Isolation: dbsql.LevelReadCommitted}
+	}
+	err = d.inTxWith(ctx, opts, func(tx *dbsql.Tx) error {
 		if d.driver == DriverPostgres {
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "agent_sessions:"+s.TenantID); err != nil {
 				return err

@@ -344,7 +344,12 @@ func (d *DB) query(ctx context.Context, op string, scan func(*dbsql.Rows) error,
 // inTx runs fn in a transaction on the writer, committing when it returns
 // nil and rolling back otherwise.
 func (d *DB) inTx(ctx context.Context, fn func(*dbsql.Tx) error) error {
-	tx, err := d.w.BeginTx(ctx, nil)
+	return d.inTxWith(ctx, nil, fn)
+}
+
+// inTxWith is inTx with transaction options.
+func (d *DB) inTxWith(ctx context.Context, opts *dbsql.TxOptions, fn func(*dbsql.Tx) error) error {
+	tx, err := d.w.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
