@@ -22,7 +22,7 @@ type sessionLog struct {
 	mu               sync.Mutex
 	acked            []string            // messages answered 200
 	replies          map[string]struct{} // every agent reply ever read back
-	ended            bool     // stopped by its user, or seen lost
+	ended            bool                // stopped by its user, or seen lost
 }
 
 // ledger is everything the clients were acknowledged, to check against
