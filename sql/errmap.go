@@ -129,6 +129,17 @@ func classifyPostgres(code string) agentapi.Kind {
 	return agentapi.KindOther
 }
 
+// sqliteBusy reports whether err is SQLite's BUSY or LOCKED: another
+// connection holds the lock this one needs.
+func sqliteBusy(err error) bool {
+	var liteErr *sqlite.Error
+	if !errors.As(err, &liteErr) {
+		return false
+	}
+	c := liteErr.Code() & 0xff
+	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+}
+
 // classifySQLite maps a SQLite (extended) result code.
 func classifySQLite(code int) agentapi.Kind {
 	switch code {

@@ -116,9 +116,20 @@ func Open(ctx context.Context, databaseURL, sqlitePath string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := d.w.PingContext(ctx); err != nil {
-		d.Close()
-		return nil, d.fail(op, fmt.Errorf("connecting to %s: %w", d.desc, err))
+	// Several processes opening one new SQLite file at once race to switch
+	// it to WAL, and the losers get BUSY at once (no busy wait for that
+	// lock): they try again, for as long as a busy wait would last.
+	deadline := time.Now().Add(sqliteBusyTimeoutMS * time.Millisecond)
+	for pause := 10 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
+		err = d.w.PingContext(ctx)
+		if err == nil {
+			break
+		}
+		if d.driver != DriverSQLite || !sqliteBusy(err) || time.Now().After(deadline) {
+			d.Close()
+			return nil, d.fail(op, fmt.Errorf("connecting to %s: %w", d.desc, err))
+		}
+		time.Sleep(pause)
 	}
 	if err := d.migrate(ctx); err != nil {
 		d.Close()
