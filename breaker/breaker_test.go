@@ -30,7 +30,7 @@ import (
 const token = "breaker-token"
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...)
 }
 
 func testCtx(t *testing.T) context.Context {

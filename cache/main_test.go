@@ -22,7 +22,7 @@ import (
 const restToken = "cache-test-token"
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...)
 }
 
 func testCtx(t testing.TB) context.Context {

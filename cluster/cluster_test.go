@@ -19,7 +19,7 @@ import (
 	"github.com/agentapi-mt/agentapi/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...) }
 
 // node is one instance for the registry tests: its clock is shared, its
 // background loop effectively off (tests call Renew).

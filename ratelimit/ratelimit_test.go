@@ -26,7 +26,7 @@ import (
 const restToken = "ratelimit-test-token"
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...)
 }
 
 func dialNative(t *testing.T, url string) *native.Client {

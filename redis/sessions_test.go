@@ -27,7 +27,7 @@ import (
 const restToken = "sessions-test-token"
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...)
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -17,7 +17,7 @@ import (
 	"github.com/agentapi-mt/agentapi/sql"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...) }
 
 // countingStore counts the database reads of tenant configurations.
 type countingStore struct {

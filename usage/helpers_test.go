@@ -25,7 +25,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...)
 }
 
 const restToken = "usage-test-token"

@@ -27,15 +27,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// rueidis's cluster client closes connections it no longer needs
-		// (a second one to a seed node, one to a node that was down) five
-		// seconds later, from a goroutine of its own.
-		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"),
-		// It also re-reads the slot map up to a second after a connection
-		// broke (TestClusterNodeDown).
-		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
-	)
+	goleak.VerifyTestMain(m, kvtest.IgnoreClusterClient()...)
 }
 
 func testCtx(t *testing.T) context.Context {
