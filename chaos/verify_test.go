@@ -17,6 +17,7 @@ import (
 type verified struct {
 	Whole         bool           `json:"whole"`
 	Sessions      int            `json:"sessions"`
+	Unanswered    int            `json:"sessions_started_unanswered"`
 	AckedMessages int            `json:"acked_messages"`
 	RepliesRead   int            `json:"replies_read"`
 	LostMessages  []string       `json:"lost_messages"`
@@ -46,7 +47,7 @@ func (v *verified) fail(format string, args ...any) {
 func (v verified) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "  every instance whole after the last fault: %v\n", v.Whole)
-	fmt.Fprintf(&b, "  sessions: %d; acknowledged messages: %d, missing from stored transcripts: %d\n", v.Sessions, v.AckedMessages, len(v.LostMessages))
+	fmt.Fprintf(&b, "  sessions: %d (and %d started though the answer was lost with an instance); acknowledged messages: %d, missing from stored transcripts: %d\n", v.Sessions, v.Unanswered, v.AckedMessages, len(v.LostMessages))
 	fmt.Fprintf(&b, "  agent replies read by clients: %d, missing from stored transcripts: %d\n", v.RepliesRead, len(v.LostReplies))
 	fmt.Fprintf(&b, "  login tokens issued: %d, no longer valid: %d\n", v.Tokens, v.TokensLost)
 	fmt.Fprintf(&b, "  rate-limited volleys: %v\n", v.Bursts)
@@ -112,6 +113,9 @@ func verify(t *testing.T, sys *system, c *client, l *ledger, members, bursters [
 	l.mu.Unlock()
 	sort.Slice(sessions, func(i, j int) bool { return sessions[i].id < sessions[j].id })
 	v.Sessions = len(sessions)
+	l.mu.Lock()
+	v.Unanswered = len(l.orphans)
+	l.mu.Unlock()
 
 	// Stop what still runs, so that each transcript is the stored one.
 	for _, s := range sessions {
